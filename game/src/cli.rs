@@ -9,7 +9,11 @@ use realtime::config::{Limits, ServerConfig};
 use realtime::token::Permission;
 
 #[derive(Parser)]
-#[command(name = "acorn", version, about = "Acorn: realtime topics service and game server")]
+#[command(
+    name = "acorn",
+    version,
+    about = "Acorn: realtime topics service and game server"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -126,7 +130,11 @@ impl ServeArgs {
             .operator_key
             .is_none()
             .then(realtime::config::random_secret);
-        let operator_key = self.operator_key.clone().or(generated_key.clone()).unwrap_or_default();
+        let operator_key = self
+            .operator_key
+            .clone()
+            .or(generated_key.clone())
+            .unwrap_or_default();
         let token_secret = match &self.token_secret {
             Some(s) if !s.is_empty() => s.clone().into_bytes(),
             _ => {
@@ -160,24 +168,58 @@ mod tests {
     #[test]
     fn mint_parses_repeated_perms_and_ttl() {
         let cli = Cli::try_parse_from([
-            "acorn", "token", "mint", "--sub", "svc", "--perm", "subscribeonly:c:t", "--perm",
-            "publishonly:*:match.*", "--ttl", "2h", "--token-secret", "s",
+            "acorn",
+            "token",
+            "mint",
+            "--sub",
+            "svc",
+            "--perm",
+            "subscribeonly:c:t",
+            "--perm",
+            "publishonly:*:match.*",
+            "--ttl",
+            "2h",
+            "--token-secret",
+            "s",
         ])
         .unwrap();
-        let Command::Token(TokenCommand::Mint(m)) = cli.command else { panic!() };
+        let Command::Token(TokenCommand::Mint(m)) = cli.command else {
+            panic!()
+        };
         assert_eq!(m.perms.len(), 2);
         assert_eq!(m.ttl, Duration::from_secs(7200));
     }
 
     #[test]
     fn refuses_a_bad_perm() {
-        assert!(Cli::try_parse_from(["acorn", "token", "mint", "--sub", "s", "--perm", "root:c:t", "--token-secret", "s"]).is_err());
+        assert!(Cli::try_parse_from([
+            "acorn",
+            "token",
+            "mint",
+            "--sub",
+            "s",
+            "--perm",
+            "root:c:t",
+            "--token-secret",
+            "s"
+        ])
+        .is_err());
     }
 
     #[test]
     fn serve_defaults_match_the_protocol() {
-        let cli = Cli::try_parse_from(["acorn", "serve", "--operator-key", "k", "--token-secret", "s"]).unwrap();
-        let Command::Serve(s) = cli.command else { panic!() };
+        let cli = Cli::try_parse_from([
+            "acorn",
+            "serve",
+            "--operator-key",
+            "k",
+            "--token-secret",
+            "s",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!()
+        };
         let (config, generated) = s.to_config();
         assert!(generated.is_none());
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());

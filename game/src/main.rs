@@ -15,10 +15,14 @@ use tracing_subscriber::EnvFilter;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Token(TokenCommand::Mint(args)) => {
@@ -39,7 +43,9 @@ async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     writeln!(out, "listening on {}", server.local_addr())?;
     if let Some(key) = generated_key {
         writeln!(out, "operator key: {key}")?;
-        tracing::warn!("ACORN_OPERATOR_KEY is not set: generated the operator key printed above (dev mode)");
+        tracing::warn!(
+            "ACORN_OPERATOR_KEY is not set: generated the operator key printed above (dev mode)"
+        );
     }
     out.flush()?;
     drop(out);

@@ -72,9 +72,10 @@ pub async fn publish(
     }
     let max = app.config.limits.max_value_bytes;
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(ErrorCode::TooLarge, format!("value is over the {max} byte limit"))
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            ErrorCode::TooLarge,
+            format!("value is over the {max} byte limit"),
+        ),
         _ => ApiError::new(ErrorCode::BadRequest, e.body_text()),
     })?;
     if body.len() > max {
@@ -85,7 +86,10 @@ pub async fn publish(
     }
     if app.http_rate.check_key(&claims.sub).is_err() {
         app.metrics.rate_limited.inc();
-        return Err(ApiError::new(ErrorCode::RateLimited, "rate limited: slow down"));
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "rate limited: slow down",
+        ));
     }
     let is_text = headers
         .get(header::CONTENT_TYPE)
@@ -125,7 +129,10 @@ pub struct MintReply {
 pub fn require_operator(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     match bearer_token(headers) {
         Some(key) if secrets_equal(&key, &app.config.operator_key) => Ok(()),
-        Some(_) => Err(ApiError::new(ErrorCode::Unauthenticated, "wrong operator key")),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "wrong operator key",
+        )),
         None => Err(ApiError::new(
             ErrorCode::Unauthenticated,
             "the operator key is required as a bearer token",
@@ -149,7 +156,11 @@ pub async fn mint_token(
     }
     let (token, claims) = app
         .tokens
-        .mint(&req.sub, Duration::from_secs(req.expires_in as u64), req.perms)
+        .mint(
+            &req.sub,
+            Duration::from_secs(req.expires_in as u64),
+            req.perms,
+        )
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
     Ok(Json(MintReply {
         token,

@@ -19,7 +19,9 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
-use crate::engine::{Engine, EngineError, EngineStats, Epoch, History, Publication, PublicationSink, StreamPosition};
+use crate::engine::{
+    Engine, EngineError, EngineStats, Epoch, History, Publication, PublicationSink, StreamPosition,
+};
 use crate::metrics::Metrics;
 use crate::names::TopicKey;
 use crate::outbox::Outbox;
@@ -108,7 +110,12 @@ impl Hub {
     }
 
     /// Publishes a value; it reaches subscribers through [`Hub::deliver`].
-    pub async fn publish(&self, topic: &TopicKey, value: &Value, from: &str) -> Result<StreamPosition, EngineError> {
+    pub async fn publish(
+        &self,
+        topic: &TopicKey,
+        value: &Value,
+        from: &str,
+    ) -> Result<StreamPosition, EngineError> {
         self.engine.publish(topic, value, from).await
     }
 
@@ -145,9 +152,14 @@ impl Hub {
         self.metrics.subscriptions.inc();
 
         let history = async {
-            topic.watched.get_or_try_init(|| self.engine.watch(&topic.key)).await?;
+            topic
+                .watched
+                .get_or_try_init(|| self.engine.watch(&topic.key))
+                .await?;
             // A resume needs every retained item: whether they count depends on the epoch.
-            self.engine.history(&topic.key, resume.as_ref().map(|_| 0)).await
+            self.engine
+                .history(&topic.key, resume.as_ref().map(|_| 0))
+                .await
         }
         .await;
         let history = match history {
@@ -195,9 +207,9 @@ impl Hub {
         if removed {
             self.metrics.subscriptions.dec();
         }
-        let freed = self
-            .topics
-            .remove_if(key, |_, t| Arc::ptr_eq(t, &topic) && t.subscribers.lock().is_empty());
+        let freed = self.topics.remove_if(key, |_, t| {
+            Arc::ptr_eq(t, &topic) && t.subscribers.lock().is_empty()
+        });
         if freed.is_some() {
             self.metrics.local_topics.dec();
             if topic.watched.initialized() {
@@ -211,7 +223,10 @@ impl Hub {
 /// then the retained items it has not seen.
 fn replay(topic: &Arc<TopicKey>, outbox: &Outbox, resume: &Resume, history: &History) {
     let position = &history.position;
-    let same_epoch = resume.epoch.as_deref().is_none_or(|e| e == &*position.epoch);
+    let same_epoch = resume
+        .epoch
+        .as_deref()
+        .is_none_or(|e| e == &*position.epoch);
     let first_retained = history.items.first().map_or(position.seq + 1, |p| p.seq);
     if !same_epoch {
         // The sequence the client knew is gone: everything retained now is new to it.
@@ -245,5 +260,229 @@ impl PublicationSink for Hub {
             }
         }
         self.metrics.deliveries.inc_by(delivered);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::engine::memory::MemoryEngine;
+    use crate::outbox::{Drained, OutboxLimits};
+    use crate::protocol::{decode_server_frame, ServerMessage};
+
+    /// Delegates to the memory engine, but publishes `during_history` values
+    /// while a history read is in flight: the race the sync protocol exists for.
+    struct RacyEngine {
+        inner: Arc<MemoryEngine>,
+        during_history: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl Engine for RacyEngine {
+        fn attach(&self, sink: Weak<dyn PublicationSink>) {
+            self.inner.attach(sink)
+        }
+        async fn publish(
+            &self,
+            t: &TopicKey,
+            v: &Value,
+            from: &str,
+        ) -> Result<StreamPosition, EngineError> {
+            self.inner.publish(t, v, from).await
+        }
+        async fn history(&self, t: &TopicKey, after: Option<u64>) -> Result<History, EngineError> {
+            let n = std::mem::take(&mut *self.during_history.lock());
+            for _ in 0..n {
+                self.inner.publish(t, &"racing".into(), "racer").await?;
+            }
+            // Read history *before* the racing items would be visible, as a slow
+            // remote engine could: drop the items published just now.
+            let mut h = self.inner.history(t, after).await?;
+            h.items.retain(|p| p.seq + u64::from(n) <= h.position.seq);
+            h.position.seq -= u64::from(n);
+            Ok(h)
+        }
+        async fn watch(&self, t: &TopicKey) -> Result<(), EngineError> {
+            self.inner.watch(t).await
+        }
+        fn unwatch(&self, t: &TopicKey) {
+            self.inner.unwatch(t)
+        }
+        async fn healthy(&self) -> bool {
+            true
+        }
+        fn stats(&self) -> EngineStats {
+            self.inner.stats()
+        }
+    }
+
+    fn setup(history: usize, racing: u32) -> (Arc<Hub>, Arc<MemoryEngine>) {
+        let inner = MemoryEngine::new(history, Duration::from_secs(60));
+        let engine = Arc::new(RacyEngine {
+            inner: inner.clone(),
+            during_history: Mutex::new(racing),
+        });
+        (Hub::new(engine, Arc::new(Metrics::new())), inner)
+    }
+
+    fn outbox() -> Arc<Outbox> {
+        Arc::new(Outbox::new(
+            OutboxLimits {
+                queue_bytes: 1 << 20,
+                slow_timeout: Duration::from_secs(5),
+                max_frame_bytes: 1 << 20,
+            },
+            Arc::new(Metrics::new()),
+        ))
+    }
+
+    fn received(o: &Outbox) -> Vec<String> {
+        let Drained::Frames(frames) = o.drain() else {
+            return vec![];
+        };
+        frames
+            .iter()
+            .flat_map(|f| decode_server_frame(f).unwrap())
+            .map(|m| match m {
+                ServerMessage::Ok { seq, .. } => format!("ok{}", seq.unwrap_or(0)),
+                ServerMessage::Item { seq, .. } => format!("{seq}"),
+                ServerMessage::Gap { last, next, .. } => format!("gap{last}-{next}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn key() -> TopicKey {
+        TopicKey::new("c", "t").unwrap()
+    }
+
+    async fn publish(hub: &Hub, n: usize) {
+        for _ in 0..n {
+            hub.publish(&key(), &"v".into(), "p").await.unwrap();
+        }
+    }
+
+    fn resume(after: u64, epoch: Option<&str>) -> Option<Resume> {
+        Some(Resume {
+            after,
+            epoch: epoch.map(str::to_owned),
+        })
+    }
+
+    #[tokio::test]
+    async fn new_subscriber_gets_ok_with_position_then_only_new_items() {
+        let (hub, _) = setup(16, 0);
+        publish(&hub, 3).await;
+        let o = outbox();
+        hub.subscribe(1, &o, key(), &1u64.into(), None)
+            .await
+            .unwrap();
+        publish(&hub, 2).await;
+        assert_eq!(received(&o), ["ok3", "4", "5"]);
+    }
+
+    #[tokio::test]
+    async fn resume_replays_then_goes_live_without_loss_or_repeat_at_the_seam() {
+        let (hub, _) = setup(16, 3);
+        publish(&hub, 5).await;
+        let o = outbox();
+        // Items 6, 7, 8 are published while history is read: they arrive both
+        // live (buffered) and not in history; each must appear exactly once.
+        hub.subscribe(1, &o, key(), &1u64.into(), resume(2, None))
+            .await
+            .unwrap();
+        publish(&hub, 1).await;
+        assert_eq!(received(&o), ["ok5", "3", "4", "5", "6", "7", "8", "9"]);
+    }
+
+    #[tokio::test]
+    async fn resume_from_another_epoch_gets_a_gap_then_everything_retained() {
+        let (hub, _) = setup(16, 0);
+        publish(&hub, 3).await;
+        let o = outbox();
+        hub.subscribe(1, &o, key(), &1u64.into(), resume(7, Some("old-epoch")))
+            .await
+            .unwrap();
+        assert_eq!(received(&o), ["ok3", "gap7-1", "1", "2", "3"]);
+    }
+
+    #[tokio::test]
+    async fn resume_past_the_history_gets_a_gap_to_the_first_retained() {
+        let (hub, engine) = setup(4, 0);
+        publish(&hub, 10).await;
+        let epoch = engine.history(&key(), None).await.unwrap().position.epoch;
+        let o = outbox();
+        hub.subscribe(1, &o, key(), &1u64.into(), resume(2, Some(&epoch)))
+            .await
+            .unwrap();
+        assert_eq!(received(&o), ["ok10", "gap2-7", "7", "8", "9", "10"]);
+    }
+
+    #[tokio::test]
+    async fn resume_when_up_to_date_replays_nothing() {
+        let (hub, _) = setup(4, 0);
+        publish(&hub, 3).await;
+        let o = outbox();
+        hub.subscribe(1, &o, key(), &1u64.into(), resume(3, None))
+            .await
+            .unwrap();
+        publish(&hub, 1).await;
+        assert_eq!(received(&o), ["ok3", "4"]);
+    }
+
+    #[tokio::test]
+    async fn each_subscriber_gets_each_item_once() {
+        let (hub, _) = setup(4, 0);
+        let (a, b) = (outbox(), outbox());
+        hub.subscribe(1, &a, key(), &1u64.into(), None)
+            .await
+            .unwrap();
+        hub.subscribe(2, &b, key(), &1u64.into(), None)
+            .await
+            .unwrap();
+        publish(&hub, 2).await;
+        assert_eq!(received(&a), ["ok0", "1", "2"]);
+        assert_eq!(received(&b), ["ok0", "1", "2"]);
+        hub.unsubscribe(1, &key());
+        publish(&hub, 1).await;
+        assert_eq!(received(&a), Vec::<String>::new());
+        assert_eq!(received(&b), ["3"]);
+    }
+
+    #[tokio::test]
+    async fn the_last_unsubscribe_frees_the_topic_and_the_engine_watch() {
+        let (hub, engine) = setup(4, 0);
+        let o = outbox();
+        hub.subscribe(1, &o, key(), &1u64.into(), None)
+            .await
+            .unwrap();
+        assert_eq!(hub.metrics.local_topics.get(), 1);
+        hub.unsubscribe(1, &key());
+        assert_eq!(hub.metrics.local_topics.get(), 0);
+        assert_eq!(hub.metrics.subscriptions.get(), 0);
+        // Unwatched with no history: the engine frees it on the next sweep.
+        assert_eq!(engine.sweep(std::time::Instant::now()), 1);
+    }
+
+    #[tokio::test]
+    async fn an_epoch_change_under_a_live_subscriber_is_a_gap() {
+        let (hub, _) = setup(4, 0);
+        let o = outbox();
+        hub.subscribe(1, &o, key(), &1u64.into(), None)
+            .await
+            .unwrap();
+        publish(&hub, 2).await;
+        let restarted = Publication {
+            seq: 1,
+            epoch: "new".into(),
+            frame: crate::protocol::encode_item(&key(), 1, &"v".into(), "p"),
+        };
+        hub.deliver(&key(), &restarted);
+        assert_eq!(received(&o), ["ok0", "1", "2", "gap2-1", "1"]);
     }
 }

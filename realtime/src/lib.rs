@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod local;
 pub mod metrics;
 pub mod names;
 pub mod outbox;

@@ -69,27 +69,85 @@ impl Metrics {
             frames_out: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("connections", "Open WebSocket connections", m.connections.clone());
-        registry.register("connections_opened", "WebSocket connections accepted", m.connections_total.clone());
-        registry.register("subscriptions", "Active subscriptions on this node", m.subscriptions.clone());
-        registry.register("topics", "Topics held by the engine (with history or watchers)", m.topics.clone());
-        registry.register("local_topics", "Topics with subscribers on this node", m.local_topics.clone());
-        registry.register("retained_items", "Items held in topic history", m.retained_items.clone());
-        registry.register("publishes", "Values published, by transport", m.publishes.clone());
-        registry.register("deliveries", "Items queued to subscribers", m.deliveries.clone());
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_opened",
+            "WebSocket connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Active subscriptions on this node",
+            m.subscriptions.clone(),
+        );
+        registry.register(
+            "topics",
+            "Topics held by the engine (with history or watchers)",
+            m.topics.clone(),
+        );
+        registry.register(
+            "local_topics",
+            "Topics with subscribers on this node",
+            m.local_topics.clone(),
+        );
+        registry.register(
+            "retained_items",
+            "Items held in topic history",
+            m.retained_items.clone(),
+        );
+        registry.register(
+            "publishes",
+            "Values published, by transport",
+            m.publishes.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Items queued to subscribers",
+            m.deliveries.clone(),
+        );
         registry.register("gaps", "Gap messages sent to subscribers", m.gaps.clone());
-        registry.register("dropped_items", "Queued items dropped for slow consumers", m.dropped_items.clone());
-        registry.register("slow_consumer_closes", "Connections closed 4503 (too slow)", m.slow_consumer_closes.clone());
-        registry.register("closes", "Connections closed by the server, by close code", m.closes.clone());
-        registry.register("rate_limited", "Requests refused for rate", m.rate_limited.clone());
-        registry.register("bytes_in", "Bytes received in WebSocket frames and HTTP publish bodies", m.bytes_in.clone());
-        registry.register("bytes_out", "Bytes sent in WebSocket frames", m.bytes_out.clone());
+        registry.register(
+            "dropped_items",
+            "Queued items dropped for slow consumers",
+            m.dropped_items.clone(),
+        );
+        registry.register(
+            "slow_consumer_closes",
+            "Connections closed 4503 (too slow)",
+            m.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "closes",
+            "Connections closed by the server, by close code",
+            m.closes.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused for rate",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "Bytes received in WebSocket frames and HTTP publish bodies",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "Bytes sent in WebSocket frames",
+            m.bytes_out.clone(),
+        );
         registry.register("frames_out", "WebSocket frames sent", m.frames_out.clone());
         Self { registry, ..m }
     }
 
     pub fn publish(&self, transport: &'static str) {
-        self.publishes.get_or_create(&TransportLabel { transport }).inc();
+        self.publishes
+            .get_or_create(&TransportLabel { transport })
+            .inc();
     }
 
     pub fn close(&self, code: u16) {
@@ -117,7 +175,10 @@ mod tests {
         m.publish("ws");
         m.deliveries.inc_by(10);
         m.close(4503);
-        let text = m.render(EngineStats { topics: 3, retained_items: 7 });
+        let text = m.render(EngineStats {
+            topics: 3,
+            retained_items: 7,
+        });
         for name in [
             "acorn_connections ",
             "acorn_subscriptions ",

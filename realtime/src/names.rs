@@ -94,7 +94,17 @@ mod tests {
 
     #[test]
     fn refuses_hostile_names() {
-        for bad in ["", " ", "a b", "a/b", "a.b", "é", "a\0", "*", &"a".repeat(65)] {
+        for bad in [
+            "",
+            " ",
+            "a b",
+            "a/b",
+            "a.b",
+            "é",
+            "a\0",
+            "*",
+            &"a".repeat(65),
+        ] {
             assert!(!is_valid_cache(bad), "cache {bad:?}");
         }
         for bad in ["", "a b", "a/b", "é", "a\n", "*", "x*", &"t".repeat(257)] {

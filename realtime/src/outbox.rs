@@ -46,8 +46,16 @@ impl OutboxLimits {
 }
 
 enum Entry {
-    Item { topic: Arc<TopicKey>, seq: u64, frame: Bytes },
-    Gap { topic: Arc<TopicKey>, last: u64, next: u64 },
+    Item {
+        topic: Arc<TopicKey>,
+        seq: u64,
+        frame: Bytes,
+    },
+    Gap {
+        topic: Arc<TopicKey>,
+        last: u64,
+        next: u64,
+    },
 }
 
 impl Entry {
@@ -129,7 +137,11 @@ impl Outbox {
         s.control_bytes += frame.len();
         s.control.push_back(frame);
         if s.control_bytes > self.limits.control_cap() {
-            self.close_locked(&mut s, close::TOO_SLOW, "too slow: replies are not being read");
+            self.close_locked(
+                &mut s,
+                close::TOO_SLOW,
+                "too slow: replies are not being read",
+            );
         }
         drop(s);
         self.wake.notify_one();
@@ -172,7 +184,9 @@ impl Outbox {
     fn shed_locked(&self, s: &mut State) {
         let mut dropped = 0u64;
         while s.item_bytes > self.limits.queue_bytes {
-            let Some(entry) = s.items.pop_front() else { break };
+            let Some(entry) = s.items.pop_front() else {
+                break;
+            };
             s.item_bytes -= entry.cost();
             let (topic, last, next) = match entry {
                 Entry::Item { topic, seq, .. } => {
@@ -181,7 +195,11 @@ impl Outbox {
                 }
                 Entry::Gap { topic, last, next } => (topic, last, next),
             };
-            match s.pending_gaps.iter_mut().find(|g| Arc::ptr_eq(&g.topic, &topic) || g.topic == topic) {
+            match s
+                .pending_gaps
+                .iter_mut()
+                .find(|g| Arc::ptr_eq(&g.topic, &topic) || g.topic == topic)
+            {
                 Some(g) => {
                     g.last = g.last.min(last);
                     g.next = g.next.max(next);
@@ -194,7 +212,11 @@ impl Outbox {
         match s.over_since {
             None => s.over_since = Some(now),
             Some(since) if now.duration_since(since) >= self.limits.slow_timeout => {
-                self.close_locked(s, close::TOO_SLOW, "too slow: could not keep up with its subscriptions");
+                self.close_locked(
+                    s,
+                    close::TOO_SLOW,
+                    "too slow: could not keep up with its subscriptions",
+                );
             }
             Some(_) => {}
         }
@@ -390,7 +412,10 @@ mod tests {
 
     fn messages(d: Drained) -> Vec<ServerMessage> {
         match d {
-            Drained::Frames(frames) => frames.iter().flat_map(|f| decode_server_frame(f).unwrap()).collect(),
+            Drained::Frames(frames) => frames
+                .iter()
+                .flat_map(|f| decode_server_frame(f).unwrap())
+                .collect(),
             _ => vec![],
         }
     }
@@ -399,7 +424,9 @@ mod tests {
         msgs.iter()
             .map(|m| match m {
                 ServerMessage::Item { topic, seq, .. } => format!("{topic}:{seq}"),
-                ServerMessage::Gap { topic, last, next, .. } => format!("{topic}:gap{last}-{next}"),
+                ServerMessage::Gap {
+                    topic, last, next, ..
+                } => format!("{topic}:gap{last}-{next}"),
                 ServerMessage::Ok { .. } => "ok".into(),
                 other => format!("{other:?}"),
             })
@@ -434,7 +461,10 @@ mod tests {
         o.push_item(&a, 3, &item(&a, 3));
         o.push_item(&a, 4, &item(&a, 4));
         assert!(o.queued_item_bytes() <= frame_len * 3);
-        assert_eq!(summary(&messages(o.drain())), ["a:gap0-2", "b:gap0-2", "a:2", "a:3", "a:4"]);
+        assert_eq!(
+            summary(&messages(o.drain())),
+            ["a:gap0-2", "b:gap0-2", "a:2", "a:3", "a:4"]
+        );
     }
 
     #[test]
@@ -492,10 +522,15 @@ mod tests {
         for seq in 1..=10 {
             o.push_item(&t, seq, &item(&t, seq));
         }
-        let Drained::Frames(frames) = o.drain() else { panic!() };
+        let Drained::Frames(frames) = o.drain() else {
+            panic!()
+        };
         assert_eq!(frames.len(), 4);
         assert!(frames.iter().all(|f| f.len() <= len * 3));
-        let n: usize = frames.iter().map(|f| decode_server_frame(f).unwrap().len()).sum();
+        let n: usize = frames
+            .iter()
+            .map(|f| decode_server_frame(f).unwrap().len())
+            .sum();
         assert_eq!(n, 10);
     }
 }

@@ -223,7 +223,9 @@ impl ProtocolError {
 }
 
 /// Iterates over the messages in one frame. Stops at the first error.
-pub fn decode_messages(frame: &[u8]) -> impl Iterator<Item = Result<WireMessage, ProtocolError>> + '_ {
+pub fn decode_messages(
+    frame: &[u8],
+) -> impl Iterator<Item = Result<WireMessage, ProtocolError>> + '_ {
     let mut de = rmp_serde::Deserializer::new(Cursor::new(frame));
     let mut failed = false;
     std::iter::from_fn(move || {
@@ -316,7 +318,12 @@ impl TryFrom<WireMessage> for Request {
                 token: required(m.token, op, "token")?,
             },
             "" => return Err(ProtocolError::new("message has no `op`")),
-            other => return Err(ProtocolError::new(format!("unknown op `{}`", truncate(other, 32)))),
+            other => {
+                return Err(ProtocolError::new(format!(
+                    "unknown op `{}`",
+                    truncate(other, 32)
+                )))
+            }
         })
     }
 }
@@ -326,7 +333,13 @@ impl Request {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let mut m = WireMessage::default();
         match self {
-            Request::Sub { id, cache, topic, resume_after, epoch } => {
+            Request::Sub {
+                id,
+                cache,
+                topic,
+                resume_after,
+                epoch,
+            } => {
                 m.op = "sub".into();
                 m.id = Some(id.clone());
                 m.cache = Some(cache.clone());
@@ -340,7 +353,12 @@ impl Request {
                 m.cache = Some(cache.clone());
                 m.topic = Some(topic.clone());
             }
-            Request::Pub { id, cache, topic, value } => {
+            Request::Pub {
+                id,
+                cache,
+                topic,
+                value,
+            } => {
                 m.op = "pub".into();
                 m.id = id.clone();
                 m.cache = Some(cache.clone());
@@ -399,7 +417,11 @@ impl TryFrom<WireMessage> for ServerMessage {
     fn try_from(m: WireMessage) -> Result<Self, ProtocolError> {
         let op = m.op.as_str();
         Ok(match op {
-            "ok" => ServerMessage::Ok { id: m.id, seq: m.seq, epoch: m.epoch },
+            "ok" => ServerMessage::Ok {
+                id: m.id,
+                seq: m.seq,
+                epoch: m.epoch,
+            },
             "err" => ServerMessage::Err {
                 id: m.id,
                 code: required(m.code, op, "code")?,
@@ -420,7 +442,12 @@ impl TryFrom<WireMessage> for ServerMessage {
             },
             "pong" => ServerMessage::Pong { id: m.id },
             "hb" => ServerMessage::Hb,
-            other => return Err(ProtocolError::new(format!("unknown op `{}`", truncate(other, 32)))),
+            other => {
+                return Err(ProtocolError::new(format!(
+                    "unknown op `{}`",
+                    truncate(other, 32)
+                )))
+            }
         })
     }
 }
@@ -455,7 +482,9 @@ struct ItemOut<'a> {
 
 /// Encodes an `item` once; the bytes are shared by every subscriber.
 pub fn encode_item(topic: &TopicKey, seq: u64, value: &Value, from: &str) -> Bytes {
-    let mut out = Vec::with_capacity(48 + topic.cache().len() + topic.topic().len() + value.len() + from.len());
+    let mut out = Vec::with_capacity(
+        48 + topic.cache().len() + topic.topic().len() + value.len() + from.len(),
+    );
     write_named(
         &mut out,
         &ItemOut {
@@ -501,7 +530,12 @@ struct OkOut<'a> {
 }
 
 pub fn encode_ok(id: Option<&RequestId>, seq: Option<u64>, epoch: Option<&str>) -> Bytes {
-    encoded(&OkOut { op: "ok", id, seq, epoch })
+    encoded(&OkOut {
+        op: "ok",
+        id,
+        seq,
+        epoch,
+    })
 }
 
 #[derive(Serialize)]
@@ -561,11 +595,18 @@ mod tests {
     }
 
     fn map(pairs: &[(&str, rmpv::Value)]) -> rmpv::Value {
-        rmpv::Value::Map(pairs.iter().map(|(k, v)| ((*k).into(), v.clone())).collect())
+        rmpv::Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), v.clone()))
+                .collect(),
+        )
     }
 
     fn requests(f: &[u8]) -> Vec<Result<Request, ProtocolError>> {
-        decode_messages(f).map(|m| m.and_then(Request::try_from)).collect()
+        decode_messages(f)
+            .map(|m| m.and_then(Request::try_from))
+            .collect()
     }
 
     #[test]
@@ -579,13 +620,25 @@ mod tests {
                 ("value", rmpv::Value::Binary(vec![1, 2])),
                 ("future_field", map(&[("x", 1.into())])),
             ]),
-            map(&[("op", "sub".into()), ("id", "a".into()), ("cache", "c".into()), ("topic", "t".into()), ("resume_after", 7.into()), ("epoch", "e".into())]),
+            map(&[
+                ("op", "sub".into()),
+                ("id", "a".into()),
+                ("cache", "c".into()),
+                ("topic", "t".into()),
+                ("resume_after", 7.into()),
+                ("epoch", "e".into()),
+            ]),
         ]);
         let r: Vec<_> = requests(&f).into_iter().map(Result::unwrap).collect();
         assert_eq!(r[0], Request::Ping { id: 1u64.into() });
         assert_eq!(
             r[1],
-            Request::Pub { id: None, cache: "c".into(), topic: "t".into(), value: Value::Binary(vec![1, 2].into()) }
+            Request::Pub {
+                id: None,
+                cache: "c".into(),
+                topic: "t".into(),
+                value: Value::Binary(vec![1, 2].into())
+            }
         );
         assert_eq!(
             r[2],
@@ -601,7 +654,12 @@ mod tests {
 
     #[test]
     fn text_values_stay_text() {
-        let f = frame(&[map(&[("op", "pub".into()), ("cache", "c".into()), ("topic", "t".into()), ("value", "hi".into())])]);
+        let f = frame(&[map(&[
+            ("op", "pub".into()),
+            ("cache", "c".into()),
+            ("topic", "t".into()),
+            ("value", "hi".into()),
+        ])]);
         match requests(&f).remove(0).unwrap() {
             Request::Pub { value, .. } => assert_eq!(value, Value::Text("hi".into())),
             other => panic!("{other:?}"),
@@ -611,9 +669,24 @@ mod tests {
     #[test]
     fn refuses_missing_mistyped_and_unknown() {
         let cases = [
-            map(&[("op", "sub".into()), ("id", 1.into()), ("cache", "c".into())]),
-            map(&[("op", "sub".into()), ("id", 1.into()), ("cache", 5.into()), ("topic", "t".into())]),
-            map(&[("op", "sub".into()), ("id", 1.into()), ("cache", "c".into()), ("topic", "t".into()), ("resume_after", "x".into())]),
+            map(&[
+                ("op", "sub".into()),
+                ("id", 1.into()),
+                ("cache", "c".into()),
+            ]),
+            map(&[
+                ("op", "sub".into()),
+                ("id", 1.into()),
+                ("cache", 5.into()),
+                ("topic", "t".into()),
+            ]),
+            map(&[
+                ("op", "sub".into()),
+                ("id", 1.into()),
+                ("cache", "c".into()),
+                ("topic", "t".into()),
+                ("resume_after", "x".into()),
+            ]),
             map(&[("op", "fly".into()), ("id", 1.into())]),
             map(&[("id", 1.into())]),
             map(&[("op", 3.into())]),
@@ -622,7 +695,7 @@ mod tests {
             rmpv::Value::from(42),
         ];
         for c in cases {
-            let r = requests(&frame(&[c.clone()]));
+            let r = requests(&frame(std::slice::from_ref(&c)));
             assert!(r.iter().any(Result::is_err), "{c} was accepted");
         }
     }
@@ -633,7 +706,9 @@ mod tests {
         f.pop();
         assert!(requests(&f).iter().any(Result::is_err));
         // A bin header claiming 4 GiB in a tiny frame.
-        let f = [0x81, 0xa5, b'v', b'a', b'l', b'u', b'e', 0xc6, 0xff, 0xff, 0xff, 0xff, 1];
+        let f = [
+            0x81, 0xa5, b'v', b'a', b'l', b'u', b'e', 0xc6, 0xff, 0xff, 0xff, 0xff, 1,
+        ];
         assert!(requests(&f).iter().any(Result::is_err));
     }
 
@@ -668,11 +743,32 @@ mod tests {
         assert_eq!(
             msgs,
             vec![
-                ServerMessage::Ok { id: Some(1u64.into()), seq: Some(3), epoch: Some("ep".into()) },
-                ServerMessage::Item { cache: "c".into(), topic: "t".into(), seq: 4, value: Value::Text("v".into()), from: "alice".into() },
-                ServerMessage::Gap { cache: "c".into(), topic: "t".into(), last: 4, next: 9 },
-                ServerMessage::Err { id: None, code: "too_large".into(), message: "big".into() },
-                ServerMessage::Pong { id: Some(RequestId::Text("p".into())) },
+                ServerMessage::Ok {
+                    id: Some(1u64.into()),
+                    seq: Some(3),
+                    epoch: Some("ep".into())
+                },
+                ServerMessage::Item {
+                    cache: "c".into(),
+                    topic: "t".into(),
+                    seq: 4,
+                    value: Value::Text("v".into()),
+                    from: "alice".into()
+                },
+                ServerMessage::Gap {
+                    cache: "c".into(),
+                    topic: "t".into(),
+                    last: 4,
+                    next: 9
+                },
+                ServerMessage::Err {
+                    id: None,
+                    code: "too_large".into(),
+                    message: "big".into()
+                },
+                ServerMessage::Pong {
+                    id: Some(RequestId::Text("p".into()))
+                },
                 ServerMessage::Hb,
             ]
         );
@@ -683,7 +779,12 @@ mod tests {
         let key = TopicKey::new("c", "t").unwrap();
         let bytes = encode_item(&key, 1, &Value::Binary(vec![0u8; 3].into()), "s");
         let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
-        let keys: Vec<_> = v.as_map().unwrap().iter().map(|(k, _)| k.as_str().unwrap().to_owned()).collect();
+        let keys: Vec<_> = v
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(keys, ["op", "cache", "topic", "seq", "value", "from"]);
     }
 }

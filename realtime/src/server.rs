@@ -42,6 +42,7 @@ pub struct App {
 pub struct Server {
     listener: TcpListener,
     app: Arc<App>,
+    extra_routes: Router,
 }
 
 impl Server {
@@ -52,7 +53,10 @@ impl Server {
     }
 
     /// Binds `config.listen` and builds a node on the given engine.
-    pub async fn bind_with_engine(config: ServerConfig, engine: Arc<dyn Engine>) -> anyhow::Result<Self> {
+    pub async fn bind_with_engine(
+        config: ServerConfig,
+        engine: Arc<dyn Engine>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -72,7 +76,11 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
-        Ok(Self { listener, app })
+        Ok(Self {
+            listener,
+            app,
+            extra_routes: Router::new(),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -85,10 +93,19 @@ impl Server {
         &self.app
     }
 
+    /// Serves `routes` beside the topics endpoints (e.g. the game's API).
+    pub fn merge(mut self, routes: Router) -> Self {
+        self.extra_routes = self.extra_routes.merge(routes);
+        self
+    }
+
     /// Serves until `shutdown` resolves, then closes every connection.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let app = self.app;
-        let router = router(app.clone());
+        let router = router(app.clone()).merge(self.extra_routes);
         let cancel = app.shutdown.clone();
         let signal = async move {
             shutdown.await;
@@ -102,7 +119,10 @@ impl Server {
         sweeper.abort();
         app.tracker.close();
         let grace = app.config.shutdown_grace;
-        if tokio::time::timeout(grace, app.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, app.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 remaining = app.tracker.len(),
                 "connections still open after {grace:?}; exiting anyway"
@@ -112,17 +132,23 @@ impl Server {
     }
 }
 
+/// Request bodies other than published values (token requests) are small.
+const OTHER_BODY_LIMIT: usize = 64 * 1024;
+
 /// The HTTP contract at a glance.
 pub fn router(app: Arc<App>) -> Router {
-    let body_limit = app.config.limits.max_value_bytes.max(64 * 1024);
+    let value_limit = DefaultBodyLimit::max(app.config.limits.max_value_bytes);
     Router::new()
         .route("/v1/ws", get(ws::upgrade))
-        .route("/v1/topics/{cache}/{topic}", post(http::publish))
+        .route(
+            "/v1/topics/{cache}/{topic}",
+            post(http::publish).layer(value_limit),
+        )
         .route("/v1/tokens", post(http::mint_token))
         .route("/v1/health", get(http::health))
         .route("/metrics", get(http::metrics))
         .fallback(http::not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(OTHER_BODY_LIMIT))
         .with_state(app)
 }
 

@@ -90,7 +90,10 @@ impl Session {
                 topic,
                 resume_after,
                 epoch,
-            } => self.subscribe(id, &cache, &topic, resume_after, epoch).await,
+            } => {
+                self.subscribe(id, &cache, &topic, resume_after, epoch)
+                    .await
+            }
             Request::Unsub { id, cache, topic } => {
                 match TopicKey::new(&cache, &topic) {
                     Ok(key) => {
@@ -211,7 +214,13 @@ impl Session {
         }
     }
 
-    async fn publish(&mut self, id: Option<RequestId>, cache: &str, topic: &str, value: crate::protocol::Value) {
+    async fn publish(
+        &mut self,
+        id: Option<RequestId>,
+        cache: &str,
+        topic: &str,
+        value: crate::protocol::Value,
+    ) {
         let key = match TopicKey::new(cache, topic) {
             Ok(k) => k,
             Err(e) => return self.reply_err(id.as_ref(), ErrorCode::InvalidName, &e.to_string()),

@@ -25,7 +25,9 @@ impl Role {
     pub fn allows(self, action: Action) -> bool {
         matches!(
             (self, action),
-            (Role::PublishSubscribe, _) | (Role::SubscribeOnly, Action::Subscribe) | (Role::PublishOnly, Action::Publish)
+            (Role::PublishSubscribe, _)
+                | (Role::SubscribeOnly, Action::Subscribe)
+                | (Role::PublishOnly, Action::Publish)
         )
     }
 }
@@ -62,7 +64,10 @@ impl Permission {
     /// Checks the selectors: a cache name or `*`; a topic name, `prefix*` or `*`.
     pub fn validate(&self) -> Result<(), String> {
         if self.cache != "*" && !is_valid_cache(&self.cache) {
-            return Err(format!("bad cache selector `{}`: a cache name or \"*\"", clip(&self.cache)));
+            return Err(format!(
+                "bad cache selector `{}`: a cache name or \"*\"",
+                clip(&self.cache)
+            ));
         }
         let topic_ok = match self.topic.strip_suffix('*') {
             Some(prefix) => prefix.len() < MAX_TOPIC_LEN && prefix.bytes().all(is_topic_byte),
@@ -89,10 +94,15 @@ impl Permission {
     /// Parses the CLI form `ROLE:CACHE:TOPIC` (topics may contain `:`).
     pub fn parse_cli(s: &str) -> Result<Self, String> {
         let mut parts = s.splitn(3, ':');
-        let (Some(role), Some(cache), Some(topic)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(role), Some(cache), Some(topic)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(format!("`{s}`: expected ROLE:CACHE:TOPIC"));
         };
-        let p = Permission { role: role.parse()?, cache: cache.into(), topic: topic.into() };
+        let p = Permission {
+            role: role.parse()?,
+            cache: cache.into(),
+            topic: topic.into(),
+        };
         p.validate()?;
         Ok(p)
     }
@@ -160,19 +170,34 @@ impl TokenAuthority {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Ok(Self { encoding, decoding, validation })
+        Ok(Self {
+            encoding,
+            decoding,
+            validation,
+        })
     }
 
     /// Mints a token valid for `ttl`. Refuses empty grants, bad selectors and a zero ttl.
-    pub fn mint(&self, sub: &str, ttl: Duration, perms: Vec<Permission>) -> Result<(String, Claims), TokenError> {
+    pub fn mint(
+        &self,
+        sub: &str,
+        ttl: Duration,
+        perms: Vec<Permission>,
+    ) -> Result<(String, Claims), TokenError> {
         if sub.is_empty() || sub.len() > MAX_SUBJECT_LEN {
-            return Err(TokenError::BadRequest(format!("`sub` must be 1-{MAX_SUBJECT_LEN} bytes")));
+            return Err(TokenError::BadRequest(format!(
+                "`sub` must be 1-{MAX_SUBJECT_LEN} bytes"
+            )));
         }
         if ttl.as_secs() == 0 {
-            return Err(TokenError::BadRequest("`expires_in` must be a positive number of seconds".into()));
+            return Err(TokenError::BadRequest(
+                "`expires_in` must be a positive number of seconds".into(),
+            ));
         }
         if perms.len() > MAX_PERMISSIONS {
-            return Err(TokenError::BadRequest(format!("at most {MAX_PERMISSIONS} permissions per token")));
+            return Err(TokenError::BadRequest(format!(
+                "at most {MAX_PERMISSIONS} permissions per token"
+            )));
         }
         for p in &perms {
             p.validate().map_err(TokenError::BadRequest)?;
@@ -195,12 +220,11 @@ impl TokenAuthority {
         if token.len() > 16 * 1024 {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            }
-        })?;
+            })?;
         let claims = data.claims;
         // jsonwebtoken accepts exp == now; the contract is "expired at exp".
         if claims.exp <= unix_now() {
@@ -217,7 +241,10 @@ impl TokenAuthority {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Compares two secrets in constant time (operator key checks).
@@ -231,28 +258,102 @@ mod tests {
     use super::*;
 
     fn perm(role: Role, cache: &str, topic: &str) -> Permission {
-        Permission { role, cache: cache.into(), topic: topic.into() }
+        Permission {
+            role,
+            cache: cache.into(),
+            topic: topic.into(),
+        }
     }
 
     #[test]
     fn permission_matrix() {
         use Action::*;
         let cases = [
-            (perm(Role::SubscribeOnly, "c", "t"), Subscribe, "c", "t", true),
-            (perm(Role::SubscribeOnly, "c", "t"), Publish, "c", "t", false),
+            (
+                perm(Role::SubscribeOnly, "c", "t"),
+                Subscribe,
+                "c",
+                "t",
+                true,
+            ),
+            (
+                perm(Role::SubscribeOnly, "c", "t"),
+                Publish,
+                "c",
+                "t",
+                false,
+            ),
             (perm(Role::PublishOnly, "c", "t"), Publish, "c", "t", true),
-            (perm(Role::PublishOnly, "c", "t"), Subscribe, "c", "t", false),
-            (perm(Role::PublishSubscribe, "c", "t"), Publish, "c", "t", true),
-            (perm(Role::PublishSubscribe, "c", "t"), Subscribe, "c", "t", true),
-            (perm(Role::PublishSubscribe, "c", "t"), Subscribe, "c", "t2", false),
-            (perm(Role::PublishSubscribe, "c", "t"), Subscribe, "d", "t", false),
-            (perm(Role::PublishSubscribe, "*", "t"), Subscribe, "d", "t", true),
-            (perm(Role::PublishSubscribe, "c", "match.42.*"), Subscribe, "c", "match.42.state", true),
-            (perm(Role::PublishSubscribe, "c", "match.42.*"), Subscribe, "c", "match.421", false),
-            (perm(Role::PublishSubscribe, "c", "*"), Publish, "c", "anything", true),
+            (
+                perm(Role::PublishOnly, "c", "t"),
+                Subscribe,
+                "c",
+                "t",
+                false,
+            ),
+            (
+                perm(Role::PublishSubscribe, "c", "t"),
+                Publish,
+                "c",
+                "t",
+                true,
+            ),
+            (
+                perm(Role::PublishSubscribe, "c", "t"),
+                Subscribe,
+                "c",
+                "t",
+                true,
+            ),
+            (
+                perm(Role::PublishSubscribe, "c", "t"),
+                Subscribe,
+                "c",
+                "t2",
+                false,
+            ),
+            (
+                perm(Role::PublishSubscribe, "c", "t"),
+                Subscribe,
+                "d",
+                "t",
+                false,
+            ),
+            (
+                perm(Role::PublishSubscribe, "*", "t"),
+                Subscribe,
+                "d",
+                "t",
+                true,
+            ),
+            (
+                perm(Role::PublishSubscribe, "c", "match.42.*"),
+                Subscribe,
+                "c",
+                "match.42.state",
+                true,
+            ),
+            (
+                perm(Role::PublishSubscribe, "c", "match.42.*"),
+                Subscribe,
+                "c",
+                "match.421",
+                false,
+            ),
+            (
+                perm(Role::PublishSubscribe, "c", "*"),
+                Publish,
+                "c",
+                "anything",
+                true,
+            ),
         ];
         for (p, action, cache, topic, want) in cases {
-            assert_eq!(p.covers(action, cache, topic), want, "{p:?} {action:?} {cache}/{topic}");
+            assert_eq!(
+                p.covers(action, cache, topic),
+                want,
+                "{p:?} {action:?} {cache}/{topic}"
+            );
         }
     }
 
@@ -260,15 +361,31 @@ mod tests {
     fn selectors_are_validated() {
         assert!(perm(Role::SubscribeOnly, "*", "*").validate().is_ok());
         assert!(perm(Role::SubscribeOnly, "c", "a.b*").validate().is_ok());
-        for (c, t) in [("c*", "t"), ("", "t"), ("c", ""), ("c", "a*b"), ("c", "a b*"), ("c", "**")] {
-            assert!(perm(Role::SubscribeOnly, c, t).validate().is_err(), "{c} {t}");
+        for (c, t) in [
+            ("c*", "t"),
+            ("", "t"),
+            ("c", ""),
+            ("c", "a*b"),
+            ("c", "a b*"),
+            ("c", "**"),
+        ] {
+            assert!(
+                perm(Role::SubscribeOnly, c, t).validate().is_err(),
+                "{c} {t}"
+            );
         }
     }
 
     #[test]
     fn mint_then_verify() {
         let auth = TokenAuthority::new(b"secret").unwrap();
-        let (tok, claims) = auth.mint("alice", Duration::from_secs(60), vec![perm(Role::PublishOnly, "c", "t")]).unwrap();
+        let (tok, claims) = auth
+            .mint(
+                "alice",
+                Duration::from_secs(60),
+                vec![perm(Role::PublishOnly, "c", "t")],
+            )
+            .unwrap();
         assert_eq!(auth.verify(&tok).unwrap(), claims);
         assert_eq!(claims.jti.len(), 32);
     }
@@ -279,7 +396,13 @@ mod tests {
         let other = TokenAuthority::new(b"other").unwrap();
         let (tok, _) = other.mint("eve", Duration::from_secs(60), vec![]).unwrap();
         assert_eq!(auth.verify(&tok), Err(TokenError::Invalid));
-        for junk in ["", "a.b.c", "....", "eyJhbGciOiJub25lIn0.e30.", &"x".repeat(20000)] {
+        for junk in [
+            "",
+            "a.b.c",
+            "....",
+            "eyJhbGciOiJub25lIn0.e30.",
+            &"x".repeat(20000),
+        ] {
             assert!(auth.verify(junk).is_err());
         }
         // alg=none with the right claims is refused.
@@ -290,17 +413,42 @@ mod tests {
     #[test]
     fn refuses_expired_tokens() {
         let auth = TokenAuthority::new(b"secret").unwrap();
-        let claims = Claims { sub: "a".into(), exp: unix_now() - 1, iat: 0, jti: "j".into(), perms: vec![] };
-        let tok = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret").unwrap()).unwrap();
+        let claims = Claims {
+            sub: "a".into(),
+            exp: unix_now() - 1,
+            iat: 0,
+            jti: "j".into(),
+            perms: vec![],
+        };
+        let tok = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"secret").unwrap(),
+        )
+        .unwrap();
         assert_eq!(auth.verify(&tok), Err(TokenError::Expired));
     }
 
     #[test]
     fn refuses_a_signed_token_with_a_bad_selector() {
         let auth = TokenAuthority::new(b"secret").unwrap();
-        let claims = Claims { sub: "a".into(), exp: unix_now() + 60, iat: 0, jti: "j".into(), perms: vec![perm(Role::SubscribeOnly, "c", "a b")] };
-        let tok = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret").unwrap()).unwrap();
-        assert!(matches!(auth.verify(&tok), Err(TokenError::BadPermission(_))));
+        let claims = Claims {
+            sub: "a".into(),
+            exp: unix_now() + 60,
+            iat: 0,
+            jti: "j".into(),
+            perms: vec![perm(Role::SubscribeOnly, "c", "a b")],
+        };
+        let tok = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"secret").unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            auth.verify(&tok),
+            Err(TokenError::BadPermission(_))
+        ));
     }
 
     #[test]
@@ -308,12 +456,21 @@ mod tests {
         let auth = TokenAuthority::new(b"secret").unwrap();
         assert!(auth.mint("a", Duration::ZERO, vec![]).is_err());
         assert!(auth.mint("", Duration::from_secs(1), vec![]).is_err());
-        assert!(auth.mint("a", Duration::from_secs(1), vec![perm(Role::SubscribeOnly, "c", "bad topic")]).is_err());
+        assert!(auth
+            .mint(
+                "a",
+                Duration::from_secs(1),
+                vec![perm(Role::SubscribeOnly, "c", "bad topic")]
+            )
+            .is_err());
     }
 
     #[test]
     fn cli_permission_form() {
-        assert_eq!(Permission::parse_cli("subscribeonly:c:match.1:x").unwrap(), perm(Role::SubscribeOnly, "c", "match.1:x"));
+        assert_eq!(
+            Permission::parse_cli("subscribeonly:c:match.1:x").unwrap(),
+            perm(Role::SubscribeOnly, "c", "match.1:x")
+        );
         assert!(Permission::parse_cli("admin:c:t").is_err());
         assert!(Permission::parse_cli("subscribeonly:c").is_err());
     }

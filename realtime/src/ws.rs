@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -93,11 +93,7 @@ async fn serve_connection(socket: WebSocket, app: Arc<App>, claims: Claims) {
         metrics.clone(),
     ));
     let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(
-        sink,
-        outbox.clone(),
-        app.clone(),
-    ));
+    let writer = tokio::spawn(write_loop(sink, outbox.clone(), app.clone()));
     let mut session = Session::new(app.clone(), outbox.clone(), claims);
     let conn = session.id();
     tracing::debug!(conn, sub = %session.subject(), "connected");
@@ -123,7 +119,12 @@ async fn serve_connection(socket: WebSocket, app: Arc<App>, claims: Claims) {
 }
 
 /// Reads frames until the peer leaves or the connection must close.
-async fn read_loop(stream: &mut SplitStream<WebSocket>, session: &mut Session, outbox: &Outbox, app: &App) {
+async fn read_loop(
+    stream: &mut SplitStream<WebSocket>,
+    session: &mut Session,
+    outbox: &Outbox,
+    app: &App,
+) {
     let expiry = tokio::time::sleep_until(session.expires_at());
     tokio::pin!(expiry);
     loop {
@@ -182,9 +183,14 @@ async fn read_loop(stream: &mut SplitStream<WebSocket>, session: &mut Session, o
     }
 }
 
-async fn handle_frame(session: &mut Session, frame: &[u8]) -> Result<(), crate::outbox::CloseRequest> {
+async fn handle_frame(
+    session: &mut Session,
+    frame: &[u8],
+) -> Result<(), crate::outbox::CloseRequest> {
     if frame.is_empty() {
-        return Err(violation("empty frame: a frame holds one or more MessagePack maps".into()));
+        return Err(violation(
+            "empty frame: a frame holds one or more MessagePack maps".into(),
+        ));
     }
     for msg in decode_messages(frame) {
         let req = msg
@@ -251,7 +257,9 @@ async fn write_loop(mut sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>
                         return;
                     }
                     Err(_) => {
-                        tracing::info!("write made no progress for {write_timeout:?}: dropping the connection");
+                        tracing::info!(
+                            "write made no progress for {write_timeout:?}: dropping the connection"
+                        );
                         metrics.slow_consumer_closes.inc();
                         outbox.abort();
                         return;
@@ -264,7 +272,9 @@ async fn write_loop(mut sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>
                         code: c.code,
                         reason: clip_reason(&c.reason).into(),
                     };
-                    let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(frame)))).await;
+                    let _ =
+                        tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(frame))))
+                            .await;
                 }
                 return;
             }

@@ -270,10 +270,15 @@ impl TestServer {
 
     /// Sends SIGTERM and waits (up to 20 s) for the process to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
+        self.stop_with(libc::SIGTERM).await
+    }
+
+    /// Sends `signal` and waits (up to 20 s) for the process to exit.
+    pub async fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
         let mut child = self.child.take().expect("server already stopped");
         // SAFETY: plain syscall on the pid of our own child.
-        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM) failed");
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
@@ -1111,7 +1116,25 @@ impl Ws {
     /// expects a close with `code`; reads concurrently with the send so a large
     /// frame cannot deadlock against a server that stopped reading.
     pub async fn send_expect_close(&mut self, bytes: Vec<u8>, code: u16) -> Closed {
-        let Ws { tx, rx, inbox, closed, .. } = self;
+        let c = self
+            .wait_close_after_send(bytes)
+            .await
+            .unwrap_or_else(|e| panic!("expected close {code}: {e}"));
+        assert_eq!(
+            c.code, code,
+            "expected close {code}, got {} ({:?}); before: {:?}",
+            c.code, c.reason, c.before
+        );
+        assert!(!c.reason.trim().is_empty(), "close {code} must carry a reason");
+        c
+    }
+
+    /// Sends a frame and reads until the server's close frame, concurrently.
+    /// `Err` describes what happened instead of a close frame.
+    pub async fn wait_close_after_send(&mut self, bytes: Vec<u8>) -> Result<Closed, String> {
+        let Ws {
+            tx, rx, inbox, closed, ..
+        } = self;
         let send = async {
             let _ = tokio::time::timeout(WAIT, tx.send(Message::Binary(bytes.into()))).await;
         };
@@ -1120,33 +1143,45 @@ impl Ws {
             let mut before: Vec<Msg> = inbox.drain(..).collect();
             loop {
                 match tokio::time::timeout_at(deadline, rx.next()).await {
-                    Err(_) => panic!("no close {code} within {WAIT:?}; messages: {before:?}"),
-                    Ok(None) => panic!("connection ended without a close frame (expected {code})"),
+                    Err(_) => {
+                        return Err(format!(
+                            "no close within {WAIT:?}; messages: {before:?}"
+                        ))
+                    }
+                    Ok(None) => {
+                        return Err(format!(
+                            "connection ended without a close frame; messages: {before:?}"
+                        ))
+                    }
                     Ok(Some(Err(e))) => {
-                        panic!("connection failed without a close frame (expected {code}): {e}")
+                        return Err(format!(
+                            "connection failed without a close frame ({e}); messages: {before:?}"
+                        ))
                     }
-                    Ok(Some(Ok(Message::Binary(b)))) => {
-                        let msgs = decode_frame(&b).unwrap_or_else(|e| panic!("{e}"));
-                        before.extend(msgs.into_iter().map(Msg));
-                    }
+                    Ok(Some(Ok(Message::Binary(b)))) => match decode_frame(&b) {
+                        Ok(msgs) => before.extend(msgs.into_iter().map(Msg)),
+                        Err(e) => return Err(format!("server sent an undecodable frame: {e}")),
+                    },
                     Ok(Some(Ok(Message::Close(Some(f))))) => {
                         let reason = f.reason.to_string();
                         *closed = Some((Some(u16::from(f.code)), reason.clone()));
-                        return Closed {
+                        return Ok(Closed {
                             code: u16::from(f.code),
                             reason,
                             before,
-                        };
+                        });
                     }
-                    Ok(Some(Ok(Message::Close(None)))) => panic!("close without a code"),
-                    Ok(Some(Ok(Message::Text(t)))) => panic!("server sent a text frame: {t:?}"),
+                    Ok(Some(Ok(Message::Close(None)))) => {
+                        return Err("close frame without a code".to_string())
+                    }
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        return Err(format!("server sent a text frame: {t:?}"))
+                    }
                     Ok(Some(Ok(_))) => {}
                 }
             }
         };
         let ((), c) = tokio::join!(send, read);
-        assert_eq!(c.code, code, "expected close {code}, got {} ({:?})", c.code, c.reason);
-        assert!(!c.reason.trim().is_empty(), "close {code} must carry a reason");
         c
     }
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use realtime::protocol::{decode_server_frame, decode_messages, Request, RequestId, ServerMessage, Value};
+use realtime::protocol::{
+    decode_messages, decode_server_frame, Request, RequestId, ServerMessage, Value,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -54,13 +56,20 @@ pub async fn mint_token(ep: &Endpoint, operator_key: &str, cache: &str) -> anyho
     let head = String::from_utf8_lossy(&resp[..head_end]);
     let mut body = resp[head_end + 4..].to_vec();
     let status = head.split_whitespace().nth(1).unwrap_or("");
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     if status != "200" {
-        bail!("POST /v1/tokens answered {status}: {}", String::from_utf8_lossy(&body));
+        bail!(
+            "POST /v1/tokens answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
-    let v: serde_json::Value = serde_json::from_slice(&body).context("token response is not JSON")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).context("token response is not JSON")?;
     v["token"]
         .as_str()
         .map(str::to_owned)
@@ -84,7 +93,12 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// Connects with the token and subscribes to `cache`/`topic`, waiting for `ok`.
-pub async fn open_subscriber(ep: &Endpoint, token: &str, cache: &str, topic: &str) -> anyhow::Result<Ws> {
+pub async fn open_subscriber(
+    ep: &Endpoint,
+    token: &str,
+    cache: &str,
+    topic: &str,
+) -> anyhow::Result<Ws> {
     let mut ws = ws_connect(ep, Some(token)).await?;
     let mut frame = Vec::with_capacity(64);
     Request::Sub {
@@ -110,8 +124,13 @@ pub async fn open_subscriber(ep: &Endpoint, token: &str, cache: &str, topic: &st
         };
         for m in decode_server_frame(&data).context("undecodable server frame")? {
             match m {
-                ServerMessage::Ok { id: Some(RequestId::Unsigned(1)), .. } => return Ok(ws),
-                ServerMessage::Err { code, message, .. } => bail!("`sub` refused: {code}: {message}"),
+                ServerMessage::Ok {
+                    id: Some(RequestId::Unsigned(1)),
+                    ..
+                } => return Ok(ws),
+                ServerMessage::Err { code, message, .. } => {
+                    bail!("`sub` refused: {code}: {message}")
+                }
                 _ => {}
             }
         }
@@ -142,7 +161,11 @@ pub fn feed(frame: &[u8], now_ns: u64, stats: &mut WorkerStats) -> u64 {
     let mut items = 0;
     while pos < frame.len() {
         match scan_message(frame, pos) {
-            Some(Scanned { op: b"item", value: Some(v), end }) => {
+            Some(Scanned {
+                op: b"item",
+                value: Some(v),
+                end,
+            }) => {
                 stats.record(v, now_ns);
                 items += 1;
                 pos = end;
@@ -162,13 +185,20 @@ pub fn feed(frame: &[u8], now_ns: u64, stats: &mut WorkerStats) -> u64 {
 }
 
 fn other_message(bytes: &[u8], stats: &mut WorkerStats) {
-    let Some(decoded) = decode_messages(bytes).next() else { return };
-    match decoded.map_err(|e| e.to_string()).and_then(|m| ServerMessage::try_from(m).map_err(|e| e.to_string())) {
+    let Some(decoded) = decode_messages(bytes).next() else {
+        return;
+    };
+    match decoded
+        .map_err(|e| e.to_string())
+        .and_then(|m| ServerMessage::try_from(m).map_err(|e| e.to_string()))
+    {
         Ok(ServerMessage::Gap { last, next, .. }) => {
             stats.gaps += 1;
             stats.gap_missed += next.saturating_sub(last + 1);
         }
-        Ok(ServerMessage::Err { code, message, .. }) => stats.error(|| format!("{code}: {message}")),
+        Ok(ServerMessage::Err { code, message, .. }) => {
+            stats.error(|| format!("{code}: {message}"))
+        }
         Ok(ServerMessage::Item { value, .. }) => stats.record(value.as_bytes(), 0),
         Ok(_) => {}
         Err(e) => stats.error(|| format!("undecodable server message: {e}")),
@@ -304,15 +334,27 @@ mod tests {
         let mut v = vec![0u8; 64];
         super::super::stats::stamp(&mut v, origin, 1, 0);
         let mut frame = Vec::new();
-        frame.extend_from_slice(&encode_ok(Some(&RequestId::Unsigned(1)), Some(0), Some("e")));
-        frame.extend_from_slice(&encode_item(&key, 1, &Value::Binary(v.clone().into()), "bench"));
+        frame.extend_from_slice(&encode_ok(
+            Some(&RequestId::Unsigned(1)),
+            Some(0),
+            Some("e"),
+        ));
+        frame.extend_from_slice(&encode_item(
+            &key,
+            1,
+            &Value::Binary(v.clone().into()),
+            "bench",
+        ));
         frame.extend_from_slice(&encode_gap(&key, 1, 5));
         frame.extend_from_slice(&encode_hb());
         frame.extend_from_slice(&encode_item(&key, 6, &Value::Binary(v.into()), "x"));
         let mut stats = WorkerStats::new(1);
         assert_eq!(feed(&frame, u64::MAX / 2, &mut stats), 2);
         assert_eq!(stats.phases[0].deliveries, 2);
-        assert_eq!((stats.gaps, stats.gap_missed, stats.errors, stats.malformed), (1, 3, 0, 0));
+        assert_eq!(
+            (stats.gaps, stats.gap_missed, stats.errors, stats.malformed),
+            (1, 3, 0, 0)
+        );
 
         // Truncated: the items before the cut count, the rest is an error.
         let mut stats = WorkerStats::new(1);
@@ -324,7 +366,15 @@ mod tests {
     fn skip_handles_nesting_and_refuses_garbage() {
         let mut out = Vec::new();
         let v = rmpv::Value::Map(vec![
-            ("a".into(), rmpv::Value::Array(vec![1.into(), (-300).into(), 1.5f64.into(), rmpv::Value::Nil])),
+            (
+                "a".into(),
+                rmpv::Value::Array(vec![
+                    1.into(),
+                    (-300).into(),
+                    1.5f64.into(),
+                    rmpv::Value::Nil,
+                ]),
+            ),
             ("b".into(), rmpv::Value::Binary(vec![0; 300])),
             ("c".into(), rmpv::Value::Ext(3, vec![1, 2, 3, 4])),
         ]);

@@ -163,7 +163,11 @@ impl Endpoint {
         if uri.scheme_str() != Some("ws") {
             bail!("--url must be ws://HOST:PORT[/path] (loopback, no TLS): {url}");
         }
-        let host = uri.host().context("--url has no host")?.trim_matches(['[', ']']).to_owned();
+        let host = uri
+            .host()
+            .context("--url has no host")?
+            .trim_matches(['[', ']'])
+            .to_owned();
         let port = uri.port_u16().unwrap_or(80);
         let path = match uri.path_and_query().map(|p| p.as_str()) {
             Some(p) if p != "/" => p.to_owned(),
@@ -171,24 +175,34 @@ impl Endpoint {
             _ => "/".to_owned(),
         };
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        Ok(Self { host, port, uri: format!("ws://{authority}{path}") })
+        Ok(Self {
+            host,
+            port,
+            uri: format!("ws://{authority}{path}"),
+        })
     }
 }
 
 /// The generator's own sockets: small buffers (10k of them), eager writes.
 fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
 }
 
 pub(crate) async fn ws_connect(ep: &Endpoint, bearer: Option<&str>) -> anyhow::Result<Ws> {
     let mut req = ep.uri.as_str().into_client_request()?;
     if let Some(token) = bearer {
-        req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}"))?,
+        );
     }
     let connect = async {
         let tcp = TcpStream::connect((ep.host.as_str(), ep.port)).await?;
         tcp.set_nodelay(true)?;
-        let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config())).await?;
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config())).await?;
         anyhow::Ok(ws)
     };
     tokio::time::timeout(Duration::from_secs(15), connect)
@@ -200,8 +214,14 @@ pub(crate) async fn ws_connect(ep: &Endpoint, bearer: Option<&str>) -> anyhow::R
 /// Protocol-specific details, resolved once.
 #[derive(Clone)]
 enum Proto {
-    Acorn { token: String, cache: String, topic: String },
-    Nats { subject: String },
+    Acorn {
+        token: String,
+        cache: String,
+        topic: String,
+    },
+    Nats {
+        subject: String,
+    },
 }
 
 impl Proto {
@@ -213,15 +233,25 @@ impl Proto {
                     (None, Some(k)) => acorn::mint_token(ep, k, &conn.cache).await?,
                     (None, None) => bail!("--target acorn needs --token or --operator-key"),
                 };
-                Proto::Acorn { token, cache: conn.cache.clone(), topic: conn.topic.clone() }
+                Proto::Acorn {
+                    token,
+                    cache: conn.cache.clone(),
+                    topic: conn.topic.clone(),
+                }
             }
-            Target::Nats => Proto::Nats { subject: conn.topic.clone() },
+            Target::Nats => Proto::Nats {
+                subject: conn.topic.clone(),
+            },
         })
     }
 
     async fn open_subscriber(&self, ep: &Endpoint) -> anyhow::Result<Ws> {
         match self {
-            Proto::Acorn { token, cache, topic } => acorn::open_subscriber(ep, token, cache, topic).await,
+            Proto::Acorn {
+                token,
+                cache,
+                topic,
+            } => acorn::open_subscriber(ep, token, cache, topic).await,
             Proto::Nats { subject } => nats::open_subscriber(ep, subject).await,
         }
     }
@@ -242,7 +272,12 @@ impl Proto {
 }
 
 /// Opens `n` subscribers, `concurrency` at a time.
-async fn open_subscribers(proto: &Proto, ep: &Endpoint, n: usize, concurrency: usize) -> anyhow::Result<Vec<Ws>> {
+async fn open_subscribers(
+    proto: &Proto,
+    ep: &Endpoint,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Ws>> {
     let started = Instant::now();
     let mut opened = Vec::with_capacity(n);
     let mut pending = futures_util::stream::iter(0..n)
@@ -252,11 +287,41 @@ async fn open_subscribers(proto: &Proto, ep: &Endpoint, n: usize, concurrency: u
     while let Some(ws) = pending.next().await {
         opened.push(ws.with_context(|| format!("opening subscriber {} of {n}", opened.len() + 1))?);
         if last_report.elapsed() > Duration::from_secs(2) {
-            eprintln!("  {} / {n} subscribers ({:.1} s)", opened.len(), started.elapsed().as_secs_f64());
+            eprintln!(
+                "  {} / {n} subscribers ({:.1} s)",
+                opened.len(),
+                started.elapsed().as_secs_f64()
+            );
             last_report = Instant::now();
         }
     }
     Ok(opened)
+}
+
+/// The running receiving tasks.
+struct Workers {
+    handles: Vec<tokio::task::JoinHandle<WorkerStats>>,
+    stops: Vec<oneshot::Sender<()>>,
+    progress: Vec<Arc<Progress>>,
+}
+
+impl Workers {
+    /// Deliveries seen so far, all workers together.
+    fn delivered(&self) -> u64 {
+        self.progress.iter().map(|p| p.get()).sum()
+    }
+
+    /// Stops every worker and merges what they measured.
+    async fn finish(self, phases: usize) -> anyhow::Result<WorkerStats> {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        let mut total = WorkerStats::new(phases);
+        for h in self.handles {
+            total.merge(&h.await.context("a worker panicked")?);
+        }
+        Ok(total)
+    }
 }
 
 /// Spreads the connections over `workers` receiving tasks.
@@ -266,7 +331,7 @@ fn spawn_workers(
     target: Target,
     phases: usize,
     origin: Instant,
-) -> (Vec<tokio::task::JoinHandle<WorkerStats>>, Vec<oneshot::Sender<()>>, Vec<Arc<Progress>>) {
+) -> Workers {
     let workers = workers.clamp(1, conns.len().max(1));
     let mut groups: Vec<Vec<Ws>> = (0..workers).map(|_| Vec::new()).collect();
     for (i, ws) in conns.into_iter().enumerate() {
@@ -278,11 +343,22 @@ fn spawn_workers(
     for group in groups {
         let (stop_tx, stop_rx) = oneshot::channel();
         let p = Arc::new(Progress::default());
-        handles.push(tokio::spawn(worker(group, target, phases, origin, p.clone(), stop_rx)));
+        handles.push(tokio::spawn(worker(
+            group,
+            target,
+            phases,
+            origin,
+            p.clone(),
+            stop_rx,
+        )));
         stops.push(stop_tx);
         progress.push(p);
     }
-    (handles, stops, progress)
+    Workers {
+        handles,
+        stops,
+        progress,
+    }
 }
 
 /// Receives on a group of connections until told to stop.
@@ -356,7 +432,9 @@ async fn worker(
                 }
                 progress.add(ev.msgs);
                 if ev.pings > 0 {
-                    let _ = sinks[i].send(Message::Binary(nats::PONG.to_vec().into())).await;
+                    let _ = sinks[i]
+                        .send(Message::Binary(nats::PONG.to_vec().into()))
+                        .await;
                 }
             }
         }
@@ -472,7 +550,9 @@ impl Incoming {
             }
             Proto::Nats { .. } => {
                 let mut errs = Vec::new();
-                let ev = self.nats.feed(&data, &mut |_| {}, &mut |l| errs.push(String::from_utf8_lossy(l).into_owned()));
+                let ev = self.nats.feed(&data, &mut |_| {}, &mut |l| {
+                    errs.push(String::from_utf8_lossy(l).into_owned())
+                });
                 self.errors += errs.len() as u64;
                 if self.first_error.is_none() {
                     self.first_error = errs.into_iter().next();
@@ -504,14 +584,18 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
     if a.value_size < STAMP_LEN {
         bail!("--value-size must be at least {STAMP_LEN}");
     }
-    if a.rate.is_empty() || a.rate.iter().any(|r| !r.is_finite() || *r <= 0.0) || a.rate.len() > 200 {
+    if a.rate.is_empty() || a.rate.iter().any(|r| !r.is_finite() || *r <= 0.0) || a.rate.len() > 200
+    {
         bail!("--rate must be 1 to 200 positive numbers");
     }
-    if !(a.duration > 0.0 && a.duration <= 3600.0) || !(0.0..=600.0).contains(&a.warmup) {
+    if !(a.duration > 0.0 && a.duration <= 3600.0 && (0.0..=600.0).contains(&a.warmup)) {
         bail!("--duration must be in (0, 3600] and --warmup in [0, 600] seconds");
     }
     if a.subscribers + 64 > nofile as usize {
-        eprintln!("warning: open-files limit {nofile} is below {} subscribers", a.subscribers);
+        eprintln!(
+            "warning: open-files limit {nofile} is below {} subscribers",
+            a.subscribers
+        );
     }
     let ep = Endpoint::parse(&conn.url, conn.target)?;
     let proto = Proto::resolve(conn, &ep).await?;
@@ -528,27 +612,46 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
     let t = Instant::now();
     let subs = open_subscribers(&proto, &ep, a.subscribers, conn.connect_concurrency).await?;
     let connect_s = t.elapsed().as_secs_f64();
-    let pub_ws = proto.open_publisher(&ep).await.context("opening the publisher")?;
+    let pub_ws = proto
+        .open_publisher(&ep)
+        .await
+        .context("opening the publisher")?;
 
     // Phase 0 is the warm-up, phases 1.. the rates.
     let phases = a.rate.len() + 1;
-    let (handles, stops, progress) = spawn_workers(subs, conn.workers, conn.target, phases, origin);
+    let workers = spawn_workers(subs, conn.workers, conn.target, phases, origin);
     let (cmd_tx, cmd_rx) = mpsc::channel(1);
-    let pub_task = tokio::spawn(publisher(pub_ws, proto.clone(), a.value_size, origin, cmd_rx));
-    let delivered = || progress.iter().map(|p| p.get()).sum::<u64>();
+    let pub_task = tokio::spawn(publisher(
+        pub_ws,
+        proto.clone(),
+        a.value_size,
+        origin,
+        cmd_rx,
+    ));
+    let delivered = || workers.delivered();
 
     let mut expected_total = 0u64;
     let mut runs: Vec<PhaseRun> = Vec::new();
     let schedule: Vec<(u8, f64, f64)> = std::iter::once((0u8, a.rate[0], a.warmup))
         .filter(|p| p.2 > 0.0)
-        .chain(a.rate.iter().enumerate().map(|(i, &r)| ((i + 1) as u8, r, a.duration)))
+        .chain(
+            a.rate
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| ((i + 1) as u8, r, a.duration)),
+        )
         .collect();
     let mut phase_error = None;
     for (phase, rate, secs) in schedule {
         let cpu0 = server_pid.as_deref().and_then(cpu_seconds);
         let gen0 = cpu_seconds("self");
         let (reply_tx, reply_rx) = oneshot::channel();
-        let cmd = PhaseCmd { phase, rate, duration: Duration::from_secs_f64(secs), reply: reply_tx };
+        let cmd = PhaseCmd {
+            phase,
+            rate,
+            duration: Duration::from_secs_f64(secs),
+            reply: reply_tx,
+        };
         if cmd_tx.send(cmd).await.is_err() {
             phase_error = Some("the publisher stopped".to_owned());
             break;
@@ -582,6 +685,7 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
             }
         }
         let drain = drain_start.elapsed();
+        last = delivered();
         let server_cpu_s = match (cpu0, server_pid.as_deref().and_then(cpu_seconds)) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
@@ -594,20 +698,23 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
             continue;
         }
         let loss = 1.0 - last as f64 / expected_total.max(1) as f64;
-        runs.push(PhaseRun { rate, published, server_cpu_s, generator_cpu_s, drain });
+        runs.push(PhaseRun {
+            rate,
+            published,
+            server_cpu_s,
+            generator_cpu_s,
+            drain,
+        });
         if loss * 100.0 > a.stop_loss_pct {
-            eprintln!("  stopping: {:.1}% of deliveries missing so far", loss * 100.0);
+            eprintln!(
+                "  stopping: {:.1}% of deliveries missing so far",
+                loss * 100.0
+            );
             break;
         }
     }
     drop(cmd_tx);
-    for s in stops {
-        let _ = s.send(());
-    }
-    let mut total = WorkerStats::new(phases);
-    for h in handles {
-        total.merge(&h.await.context("a worker panicked")?);
-    }
+    let total = workers.finish(phases).await?;
     let pub_result = tokio::time::timeout(Duration::from_secs(5), pub_task).await;
     if let Ok(Ok(Err(e))) = pub_result {
         phase_error.get_or_insert_with(|| format!("{e:#}"));
@@ -620,7 +727,10 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
         let secs = run.published.elapsed.as_secs_f64();
         let dps = st.deliveries as f64 / secs;
         let loss_pct = 100.0 * (expected as f64 - st.deliveries as f64) / expected.max(1) as f64;
-        let per_cpu = run.server_cpu_s.filter(|c| *c > 0.0).map(|c| (st.deliveries as f64 / c).round());
+        let per_cpu = run
+            .server_cpu_s
+            .filter(|c| *c > 0.0)
+            .map(|c| (st.deliveries as f64 / c).round());
         let report = json!({
             "bench": "fanout",
             "target": conn.target.name(),
@@ -694,7 +804,10 @@ async fn idle(a: IdleArgs, nofile: u64) -> anyhow::Result<()> {
         bail!("--hold must be in [0, 3600] and --settle in [0, 600] seconds");
     }
     if a.connections + 64 > nofile as usize {
-        eprintln!("warning: open-files limit {nofile} is below {} connections", a.connections);
+        eprintln!(
+            "warning: open-files limit {nofile} is below {} connections",
+            a.connections
+        );
     }
     let ep = Endpoint::parse(&conn.url, conn.target)?;
     let proto = Proto::resolve(conn, &ep).await?;
@@ -703,26 +816,27 @@ async fn idle(a: IdleArgs, nofile: u64) -> anyhow::Result<()> {
     let origin = Instant::now();
 
     let rss_before = rss();
-    eprintln!("idle {}: opening {} subscribed connections at {}", conn.target.name(), a.connections, ep.uri);
+    eprintln!(
+        "idle {}: opening {} subscribed connections at {}",
+        conn.target.name(),
+        a.connections,
+        ep.uri
+    );
     let t = Instant::now();
     let conns = open_subscribers(&proto, &ep, a.connections, conn.connect_concurrency).await?;
     let connect_s = t.elapsed().as_secs_f64();
     let n = conns.len();
-    let (handles, stops, _) = spawn_workers(conns, conn.workers, conn.target, 1, origin);
+    let workers = spawn_workers(conns, conn.workers, conn.target, 1, origin);
     tokio::time::sleep(Duration::from_secs_f64(a.settle.min(a.hold))).await;
     let rss_settled = rss();
     eprintln!("  ready: {n} connections open; holding {:.0} s", a.hold);
     tokio::time::sleep(Duration::from_secs_f64((a.hold - a.settle).max(0.0))).await;
     let rss_end = rss();
-    for s in stops {
-        let _ = s.send(());
-    }
-    let mut total = WorkerStats::new(1);
-    for h in handles {
-        total.merge(&h.await.context("a worker panicked")?);
-    }
+    let total = workers.finish(1).await?;
     let per = |after: Option<u64>| match (rss_before, after) {
-        (Some(b), Some(a)) if n > 0 => Some(((a as f64 - b as f64) / n as f64 * 100.0).round() / 100.0),
+        (Some(b), Some(a)) if n > 0 => {
+            Some(((a as f64 - b as f64) / n as f64 * 100.0).round() / 100.0)
+        }
         _ => None,
     };
     let report = json!({
@@ -751,7 +865,11 @@ async fn idle(a: IdleArgs, nofile: u64) -> anyhow::Result<()> {
         per(rss_end).or(per(rss_settled)).map(|v| v.to_string()).unwrap_or_else(|| "?".into()),
     );
     if total.closed > 0 {
-        bail!("{} connections closed during the hold: {}", total.closed, total.first_close.unwrap_or_default());
+        bail!(
+            "{} connections closed during the hold: {}",
+            total.closed,
+            total.first_close.unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -763,7 +881,10 @@ mod tests {
     #[test]
     fn endpoint_defaults_the_acorn_path() {
         let e = Endpoint::parse("ws://127.0.0.1:9000", Target::Acorn).unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.uri.as_str()), ("127.0.0.1", 9000, "ws://127.0.0.1:9000/v1/ws"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.uri.as_str()),
+            ("127.0.0.1", 9000, "ws://127.0.0.1:9000/v1/ws")
+        );
         let e = Endpoint::parse("ws://127.0.0.1:9000/", Target::Nats).unwrap();
         assert_eq!(e.uri, "ws://127.0.0.1:9000/");
         let e = Endpoint::parse("ws://localhost:9/v1/ws?x=1", Target::Acorn).unwrap();

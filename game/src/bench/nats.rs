@@ -75,10 +75,17 @@ fn find_crlf(data: &[u8], from: usize) -> Option<usize> {
 
 /// Parses complete messages from the start of `data`; returns how many bytes
 /// were consumed (the rest is an unfinished message).
-fn parse(data: &[u8], ev: &mut Events, on_msg: &mut impl FnMut(&[u8]), on_err: &mut impl FnMut(&[u8])) -> usize {
+fn parse(
+    data: &[u8],
+    ev: &mut Events,
+    on_msg: &mut impl FnMut(&[u8]),
+    on_err: &mut impl FnMut(&[u8]),
+) -> usize {
     let mut pos = 0;
     while pos < data.len() {
-        let Some(eol) = find_crlf(data, pos) else { break };
+        let Some(eol) = find_crlf(data, pos) else {
+            break;
+        };
         let line = &data[pos..eol];
         let body = eol + 2;
         if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"MSG ") {
@@ -135,7 +142,9 @@ async fn open(ep: &Endpoint, extra: &str) -> anyhow::Result<Ws> {
             None => bail!("NATS closed the connection"),
         };
         let mut err = None;
-        let ev = parser.feed(&data, &mut |_| {}, &mut |line| err = Some(String::from_utf8_lossy(line).into_owned()));
+        let ev = parser.feed(&data, &mut |_| {}, &mut |line| {
+            err = Some(String::from_utf8_lossy(line).into_owned())
+        });
         if let Some(e) = err {
             bail!("NATS refused the connection: {e}");
         }
@@ -171,8 +180,15 @@ pub fn encode_pub(out: &mut Vec<u8>, subject: &str, value: &[u8]) {
 mod tests {
     use super::*;
 
-    fn run(p: &mut NatsParser, frame: &[u8], msgs: &mut Vec<Vec<u8>>, errs: &mut Vec<String>) -> Events {
-        p.feed(frame, &mut |m| msgs.push(m.to_vec()), &mut |e| errs.push(String::from_utf8_lossy(e).into()))
+    fn run(
+        p: &mut NatsParser,
+        frame: &[u8],
+        msgs: &mut Vec<Vec<u8>>,
+        errs: &mut Vec<String>,
+    ) -> Events {
+        p.feed(frame, &mut |m| msgs.push(m.to_vec()), &mut |e| {
+            errs.push(String::from_utf8_lossy(e).into())
+        })
     }
 
     #[test]
@@ -189,9 +205,20 @@ mod tests {
                     total.pings += ev.pings;
                     total.pongs += ev.pongs;
                 }
-                assert_eq!(msgs, vec![b"he\r\no".to_vec(), b"xyz".to_vec(), Vec::new()], "cuts {cut1} {cut2}");
+                assert_eq!(
+                    msgs,
+                    vec![b"he\r\no".to_vec(), b"xyz".to_vec(), Vec::new()],
+                    "cuts {cut1} {cut2}"
+                );
                 assert_eq!(errs, vec!["-ERR 'Slow Consumer'".to_string()]);
-                assert_eq!(total, Events { msgs: 3, pings: 1, pongs: 1 });
+                assert_eq!(
+                    total,
+                    Events {
+                        msgs: 3,
+                        pings: 1,
+                        pongs: 1
+                    }
+                );
                 assert!(p.pending.is_empty());
             }
         }

@@ -31,13 +31,16 @@ impl PhaseStats {
     pub fn new() -> Self {
         Self {
             // 1 ns .. 100 s at 3 significant digits.
-            latency_ns: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds"),
+            latency_ns: Histogram::new_with_bounds(1, 100_000_000_000, 3)
+                .expect("valid histogram bounds"),
             deliveries: 0,
         }
     }
 
     pub fn merge(&mut self, other: &PhaseStats) {
-        self.latency_ns.add(&other.latency_ns).expect("histograms with the same bounds");
+        self.latency_ns
+            .add(&other.latency_ns)
+            .expect("histograms with the same bounds");
         self.deliveries += other.deliveries;
     }
 }
@@ -84,7 +87,8 @@ impl WorkerStats {
         match self.phases.get_mut(phase) {
             Some(p) => {
                 p.deliveries += 1;
-                p.latency_ns.saturating_record(now_ns.saturating_sub(sent).max(1));
+                p.latency_ns
+                    .saturating_record(now_ns.saturating_sub(sent).max(1));
             }
             None => self.malformed += 1,
         }
@@ -164,19 +168,25 @@ pub fn rss_kib(pid: &str) -> Option<u64> {
 
 /// Raises the soft open-files limit to the hard limit; returns the new soft limit.
 pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `lim` is a valid, writable rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return 0;
     }
     if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
         // SAFETY: `raised` is a valid rlimit; failure leaves the old limit.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return raised.rlim_cur as u64;
+            return raised.rlim_cur;
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 #[cfg(test)]

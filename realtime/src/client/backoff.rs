@@ -60,7 +60,10 @@ mod tests {
     fn doubles_up_to_the_cap() {
         let mut b = Backoff::new(100 * MS, 5000 * MS, 0.0);
         let delays: Vec<_> = (0..10).map(|_| b.next_delay(0.7).as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000]);
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000]
+        );
         b.reset();
         assert_eq!(b.next_delay(0.0), 100 * MS);
     }

@@ -61,10 +61,12 @@ impl Tracker {
         self.last.map(|last| (last, self.epoch.clone()))
     }
 
+    #[cfg(test)]
     pub(crate) fn last(&self) -> Option<u64> {
         self.last
     }
 
+    #[cfg(test)]
     pub(crate) fn epoch(&self) -> Option<&str> {
         self.epoch.as_deref()
     }
@@ -154,7 +156,11 @@ mod tests {
     use super::*;
 
     fn gap(last: u64, next: u64) -> Option<GapInfo> {
-        Some(GapInfo { last, next, epoch: None })
+        Some(GapInfo {
+            last,
+            next,
+            epoch: None,
+        })
     }
 
     #[test]
@@ -191,7 +197,11 @@ mod tests {
         // The server's gap: last = what we resumed after, next = first retained.
         assert_eq!(
             t.on_gap(40, 1),
-            Some(GapInfo { last: 40, next: 1, epoch: Some("new".into()) })
+            Some(GapInfo {
+                last: 40,
+                next: 1,
+                epoch: Some("new".into())
+            })
         );
         assert_eq!(t.on_item(1), ItemVerdict::Deliver(None));
         assert_eq!(t.on_item(2), ItemVerdict::Deliver(None));
@@ -205,7 +215,11 @@ mod tests {
         t.on_ok(0, Some("new".into()));
         assert_eq!(
             t.on_item(1),
-            ItemVerdict::Deliver(Some(GapInfo { last: 40, next: 1, epoch: Some("new".into()) }))
+            ItemVerdict::Deliver(Some(GapInfo {
+                last: 40,
+                next: 1,
+                epoch: Some("new".into())
+            }))
         );
         assert_eq!(t.on_item(1), ItemVerdict::Drop);
     }

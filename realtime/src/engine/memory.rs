@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use super::{new_epoch, Engine, EngineError, EngineStats, Epoch, History, PublicationSink, Publication, StreamPosition};
+use super::{
+    new_epoch, Engine, EngineError, EngineStats, Epoch, History, Publication, PublicationSink,
+    StreamPosition,
+};
 use crate::names::TopicKey;
 use crate::protocol::{encode_item, Value};
 
@@ -104,7 +107,8 @@ impl MemoryEngine {
             return;
         };
         let weak = Arc::downgrade(self);
-        let period = (self.history_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let period =
+            (self.history_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         rt.spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,7 +137,12 @@ impl Engine for MemoryEngine {
         let _ = self.sink.set(sink);
     }
 
-    async fn publish(&self, topic: &TopicKey, value: &Value, from: &str) -> Result<StreamPosition, EngineError> {
+    async fn publish(
+        &self,
+        topic: &TopicKey,
+        value: &Value,
+        from: &str,
+    ) -> Result<StreamPosition, EngineError> {
         let sink = self.sink.get().and_then(Weak::upgrade);
         loop {
             let stream = self.stream(topic);
@@ -169,7 +178,12 @@ impl Engine for MemoryEngine {
         s.expire_history(Instant::now(), self.history_ttl);
         let items = match after {
             None => Vec::new(),
-            Some(after) => s.history.iter().filter(|p| p.seq > after).cloned().collect(),
+            Some(after) => s
+                .history
+                .iter()
+                .filter(|p| p.seq > after)
+                .cloned()
+                .collect(),
         };
         Ok(History {
             position: s.position(),
@@ -234,7 +248,10 @@ mod tests {
         }
         let p = engine.publish(&key("b"), &"x".into(), "s").await.unwrap();
         assert_eq!(p.seq, 1);
-        assert_eq!(engine.history(&key("a"), None).await.unwrap().position.seq, 3);
+        assert_eq!(
+            engine.history(&key("a"), None).await.unwrap().position.seq,
+            3
+        );
     }
 
     #[tokio::test]
@@ -244,7 +261,10 @@ mod tests {
             engine.publish(&key("a"), &"x".into(), "s").await.unwrap();
         }
         let h = engine.history(&key("a"), Some(0)).await.unwrap();
-        assert_eq!(h.items.iter().map(|p| p.seq).collect::<Vec<_>>(), [7, 8, 9, 10]);
+        assert_eq!(
+            h.items.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            [7, 8, 9, 10]
+        );
         let h = engine.history(&key("a"), Some(8)).await.unwrap();
         assert_eq!(h.items.iter().map(|p| p.seq).collect::<Vec<_>>(), [9, 10]);
         assert!(h.items.iter().all(|p| p.epoch == h.position.epoch));

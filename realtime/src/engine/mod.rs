@@ -73,7 +73,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Assigns the next seq, stores the item in history and delivers it to
     /// every node watching the topic (this one included).
-    async fn publish(&self, topic: &TopicKey, value: &Value, from: &str) -> Result<StreamPosition, EngineError>;
+    async fn publish(
+        &self,
+        topic: &TopicKey,
+        value: &Value,
+        from: &str,
+    ) -> Result<StreamPosition, EngineError>;
 
     /// The topic's position and, when `after` is given, the retained items after it.
     async fn history(&self, topic: &TopicKey, after: Option<u64>) -> Result<History, EngineError>;

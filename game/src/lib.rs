@@ -1,0 +1,3 @@
+//! Acorn game library.
+
+pub mod sim;
