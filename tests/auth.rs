@@ -30,27 +30,21 @@ fn bad_tokens() -> Vec<(&'static str, String)> {
                 "",
             ),
         ),
-        (
-            "signature stripped",
-            {
-                let t = sign_token(TOKEN_SECRET, "eve", now + 3600, all_perms());
-                let (head, _) = t.rsplit_once('.').unwrap();
-                format!("{head}.")
-            },
-        ),
-        (
-            "payload swapped under a valid signature",
-            {
-                let t = sign_token(TOKEN_SECRET, "eve", now + 3600, json!([]));
-                let parts: Vec<&str> = t.split('.').collect();
-                let forged = b64url(
+        ("signature stripped", {
+            let t = sign_token(TOKEN_SECRET, "eve", now + 3600, all_perms());
+            let (head, _) = t.rsplit_once('.').unwrap();
+            format!("{head}.")
+        }),
+        ("payload swapped under a valid signature", {
+            let t = sign_token(TOKEN_SECRET, "eve", now + 3600, json!([]));
+            let parts: Vec<&str> = t.split('.').collect();
+            let forged = b64url(
                     json!({"sub": "eve", "exp": now + 3600, "iat": now, "jti": "x", "perms": all_perms()})
                         .to_string()
                         .as_bytes(),
                 );
-                format!("{}.{}.{}", parts[0], forged, parts[2])
-            },
-        ),
+            format!("{}.{}.{}", parts[0], forged, parts[2])
+        }),
         ("the operator key", OPERATOR_KEY.to_string()),
     ]
 }
@@ -79,16 +73,26 @@ async fn minted_token_is_an_hs256_jwt_with_the_documented_claims() {
     validation.validate_aud = false;
     let data = jsonwebtoken::decode::<serde_json::Value>(
         &token,
-        &jsonwebtoken::DecodingKey::from_secret(TOKEN_SECRET.as_bytes()),
+        &jsonwebtoken::DecodingKey::from_secret(TOKEN_SECRET.as_bytes()).expect("key"),
         &validation,
     )
     .unwrap_or_else(|e| panic!("token is not an HS256 JWT signed by the server secret: {e}"));
     let c = data.claims;
     assert_eq!(c["sub"], "mallory", "{c}");
-    assert_eq!(c["exp"].as_u64(), Some(expires_at), "exp == expires_at: {c}");
+    assert_eq!(
+        c["exp"].as_u64(),
+        Some(expires_at),
+        "exp == expires_at: {c}"
+    );
     let iat = c["iat"].as_u64().expect("iat");
-    assert!(iat >= before.saturating_sub(1) && iat <= after + 1, "iat is now: {c}");
-    assert!(c["jti"].is_string() && !c["jti"].as_str().unwrap().is_empty(), "jti: {c}");
+    assert!(
+        iat >= before.saturating_sub(1) && iat <= after + 1,
+        "iat is now: {c}"
+    );
+    assert!(
+        c["jti"].is_string() && !c["jti"].as_str().unwrap().is_empty(),
+        "jti: {c}"
+    );
     let perms = c["perms"].as_array().expect("perms is a list");
     assert_eq!(perms.len(), 2, "{c}");
     assert_eq!(perms[0]["role"], "subscribeonly");
@@ -99,7 +103,13 @@ async fn minted_token_is_an_hs256_jwt_with_the_documented_claims() {
     assert_eq!(perms[1]["topic"], "match.42.*");
 
     // Two mints differ in jti.
-    let t2 = srv.mint("mallory", &[("subscribeonly", "websocket", "mychannel")], 3600).await;
+    let t2 = srv
+        .mint(
+            "mallory",
+            &[("subscribeonly", "websocket", "mychannel")],
+            3600,
+        )
+        .await;
     let jti = |t: &str| {
         let payload = t.split('.').nth(1).unwrap();
         serde_json::from_slice::<serde_json::Value>(&b64url_decode(payload)).unwrap()["jti"].clone()
@@ -140,7 +150,11 @@ async fn minting_needs_the_operator_key() {
         ("empty", Some("")),
     ] {
         let got = srv.mint_raw(bearer, body.clone()).await;
-        assert_eq!(got.0, 401, "minting with {what} must be refused: {:?}", got.1);
+        assert_eq!(
+            got.0, 401,
+            "minting with {what} must be refused: {:?}",
+            got.1
+        );
         assert_http_error(&got, 401, "unauthenticated");
     }
     // A non-Bearer scheme with the right key is refused too.
@@ -179,7 +193,11 @@ async fn http_publish_refuses_missing_bad_and_expired_tokens_with_401() {
 #[tokio::test]
 async fn ws_upgrade_without_or_with_bad_token_is_refused_with_401() {
     let srv = TestServer::start(&[]);
-    assert_eq!(srv.ws_refused_status(None, TokenIn::Header).await, 401, "no token");
+    assert_eq!(
+        srv.ws_refused_status(None, TokenIn::Header).await,
+        401,
+        "no token"
+    );
     for (what, tok) in bad_tokens() {
         for how in [TokenIn::Header, TokenIn::Query] {
             let s = srv.ws_refused_status(Some(&tok), how).await;
@@ -192,7 +210,9 @@ async fn ws_upgrade_without_or_with_bad_token_is_refused_with_401() {
 #[tokio::test]
 async fn auth_with_bad_token_gets_unauthenticated_and_keeps_the_current_token() {
     let srv = TestServer::start(&[]);
-    let tok = srv.mint("keeper", &[("publishsubscribe", C, "k")], 600).await;
+    let tok = srv
+        .mint("keeper", &[("publishsubscribe", C, "k")], 600)
+        .await;
     let mut ws = srv.ws(&tok).await;
     ws.sub(1, C, "k").await;
     for (i, (what, bad)) in bad_tokens().into_iter().enumerate() {
@@ -257,7 +277,10 @@ async fn expired_token_closes_4401_unless_refreshed_with_auth() {
         assert_eq!(refreshed.publish(4, C, "exp", text("alive")).await, 1);
     };
     let ((closed, at), ()) = tokio::join!(watch_stale, watch_fresh);
-    assert_eq!(closed.code, 4401, "expired token: close 4401, got {closed:?}");
+    assert_eq!(
+        closed.code, 4401,
+        "expired token: close 4401, got {closed:?}"
+    );
     assert!(
         at >= exp - 0.5 && at <= exp + 2.5,
         "close 4401 should come within about a second of exp ({exp}); came at {at} ({:+.2} s)",
@@ -265,7 +288,10 @@ async fn expired_token_closes_4401_unless_refreshed_with_auth() {
     );
 
     // A new upgrade with the expired token is refused; auth with it fails.
-    assert_eq!(srv.ws_refused_status(Some(&short), TokenIn::Header).await, 401);
+    assert_eq!(
+        srv.ws_refused_status(Some(&short), TokenIn::Header).await,
+        401
+    );
     let r = refreshed.request(&m_auth(5, &short), 5).await;
     r.assert_err(Some(5), "unauthenticated");
     refreshed.ping(6).await;

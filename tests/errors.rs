@@ -68,11 +68,19 @@ async fn invalid_names_get_invalid_name_over_websocket() {
     for (cache, topic) in &cases {
         id += 1;
         let r = ws.request(&m_sub(id, cache, topic), id).await;
-        assert!(r.is("err"), "sub {cache:?}/{topic:?} must be refused: {r:?}");
+        assert!(
+            r.is("err"),
+            "sub {cache:?}/{topic:?} must be refused: {r:?}"
+        );
         r.assert_err(Some(id), "invalid_name");
         id += 1;
-        let r = ws.request(&m_pub(Some(id), cache, topic, text("v")), id).await;
-        assert!(r.is("err"), "pub {cache:?}/{topic:?} must be refused: {r:?}");
+        let r = ws
+            .request(&m_pub(Some(id), cache, topic, text("v")), id)
+            .await;
+        assert!(
+            r.is("err"),
+            "pub {cache:?}/{topic:?} must be refused: {r:?}"
+        );
         r.assert_err(Some(id), "invalid_name");
     }
     // The connection is still fine, and the longest valid names work.
@@ -117,12 +125,16 @@ async fn invalid_names_get_400_over_http() {
         assert_http_error(&got, 400, "invalid_name");
     }
     for t in &bad_topics {
-        let got = srv.publish_http(Some(&tok), C, t, Some("text/plain"), "v").await;
+        let got = srv
+            .publish_http(Some(&tok), C, t, Some("text/plain"), "v")
+            .await;
         assert_eq!(got.0, 400, "topic {t:?}: {:?}", got.1);
         assert_http_error(&got, 400, "invalid_name");
     }
     let (lc, lt) = (longest_cache(), longest_topic());
-    let got = srv.publish_http(Some(&tok), &lc, &lt, Some("text/plain"), "v").await;
+    let got = srv
+        .publish_http(Some(&tok), &lc, &lt, Some("text/plain"), "v")
+        .await;
     assert_eq!(got.0, 200, "longest valid names: {:?}", got.1);
     assert_eq!(got.1["seq"], 1);
 }
@@ -134,7 +146,11 @@ async fn too_large_value_gets_err_and_the_connection_stays() {
     let mut ws = srv.ws(&tok).await;
     ws.sub(1, C, "big").await;
 
-    assert_eq!(ws.publish(2, C, "big", bin(&[1u8; 1024])).await, 1, "exactly the limit is fine");
+    assert_eq!(
+        ws.publish(2, C, "big", bin(&[1u8; 1024])).await,
+        1,
+        "exactly the limit is fine"
+    );
     assert_eq!(ws.recv().await.assert_item(C, "big"), 1);
 
     for (id, v) in [
@@ -164,7 +180,13 @@ async fn too_large_value_gets_413_over_http() {
     let srv = TestServer::start(&[("ACORN_MAX_VALUE_BYTES", "1024")]);
     let tok = srv.mint_all("big").await;
     let got = srv
-        .publish_http(Some(&tok), C, "big", Some("application/octet-stream"), vec![0u8; 1025])
+        .publish_http(
+            Some(&tok),
+            C,
+            "big",
+            Some("application/octet-stream"),
+            vec![0u8; 1025],
+        )
         .await;
     assert_http_error(&got, 413, "too_large");
     let got = srv
@@ -172,7 +194,13 @@ async fn too_large_value_gets_413_over_http() {
         .await;
     assert_http_error(&got, 413, "too_large");
     let got = srv
-        .publish_http(Some(&tok), C, "big", Some("application/octet-stream"), vec![0u8; 1024])
+        .publish_http(
+            Some(&tok),
+            C,
+            "big",
+            Some("application/octet-stream"),
+            vec![0u8; 1024],
+        )
         .await;
     assert_eq!(got.0, 200, "{:?}", got.1);
     assert_eq!(got.1["seq"], 1, "the refused ones were not published");
@@ -231,7 +259,10 @@ async fn ws_rate_limit_refuses_with_rate_limited_and_the_connection_stays() {
             refused += 1;
         }
     }
-    assert!(refused >= 1, "14 messages at once over a burst of 10: some must be refused");
+    assert!(
+        refused >= 1,
+        "14 messages at once over a burst of 10: some must be refused"
+    );
     assert!(pongs >= 10, "the burst must be allowed: {pongs} pongs");
     // After the bucket refills, the connection works again.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -254,11 +285,19 @@ async fn http_rate_limit_gets_429() {
         }
         statuses.push(got.0);
     }
-    assert_eq!(statuses[0], 200, "the first publish is within the burst: {statuses:?}");
-    assert!(statuses.contains(&429), "12 quick publishes over a burst of 3: {statuses:?}");
+    assert_eq!(
+        statuses[0], 200,
+        "the first publish is within the burst: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "12 quick publishes over a burst of 3: {statuses:?}"
+    );
     // The limit is per token subject: another subject is not affected.
     let other = srv.mint_all("someone-else").await;
-    let got = srv.publish_http(Some(&other), C, "spam", Some("text/plain"), "x").await;
+    let got = srv
+        .publish_http(Some(&other), C, "spam", Some("text/plain"), "x")
+        .await;
     assert_eq!(got.0, 200, "{:?}", got.1);
 }
 
@@ -266,9 +305,7 @@ async fn http_rate_limit_gets_429() {
 async fn minting_with_bad_input_is_bad_request() {
     let srv = TestServer::start(&[]);
     let key = Some(OPERATOR_KEY);
-    let perm = |role: &str, cache: &str, topic: &str| {
-        json!({"sub": "x", "expires_in": 60, "perms": [{"role": role, "cache": cache, "topic": topic}]})
-    };
+    let perm = |role: &str, cache: &str, topic: &str| json!({"sub": "x", "expires_in": 60, "perms": [{"role": role, "cache": cache, "topic": topic}]});
     let cases = vec![
         ("unknown role", perm("admin", "c", "t")),
         ("role in another case", perm("PublishSubscribe", "c", "t")),
@@ -277,10 +314,19 @@ async fn minting_with_bad_input_is_bad_request() {
         ("empty cache", perm("subscribeonly", "", "t")),
         ("star inside topic", perm("subscribeonly", "c", "a*b")),
         ("two stars", perm("subscribeonly", "c", "**")),
-        ("star in the middle", perm("subscribeonly", "c", "match.*.x")),
-        ("bad char in topic prefix", perm("subscribeonly", "c", "a b*")),
+        (
+            "star in the middle",
+            perm("subscribeonly", "c", "match.*.x"),
+        ),
+        (
+            "bad char in topic prefix",
+            perm("subscribeonly", "c", "a b*"),
+        ),
         ("empty topic", perm("subscribeonly", "c", "")),
-        ("topic too long", perm("subscribeonly", "c", &"t".repeat(257))),
+        (
+            "topic too long",
+            perm("subscribeonly", "c", &"t".repeat(257)),
+        ),
         (
             "zero expires_in",
             json!({"sub": "x", "expires_in": 0, "perms": [{"role": "subscribeonly", "cache": "c", "topic": "t"}]}),
@@ -318,6 +364,10 @@ async fn minting_with_bad_input_is_bad_request() {
         assert_http_error(&got, 400, "bad_request");
     }
     // And a good one still works: prefix selectors and `*` are fine.
-    srv.mint("x", &[("subscribeonly", "*", "ab*"), ("publishonly", "c", "*")], 60)
-        .await;
+    srv.mint(
+        "x",
+        &[("subscribeonly", "*", "ab*"), ("publishonly", "c", "*")],
+        60,
+    )
+    .await;
 }

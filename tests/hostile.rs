@@ -31,21 +31,22 @@ async fn random_frames_each_close_4400_and_the_server_keeps_serving() {
         })
         .collect();
 
-    let results: Vec<(usize, Result<Closed, String>)> = stream::iter(frames.into_iter().enumerate())
-        .map(|(i, frame)| {
-            let tok = tok.clone();
-            let addr = srv.addr;
-            async move {
-                let mut ws = match Ws::connect(addr, Some(&tok), TokenIn::Header, None).await {
-                    Ok(ws) => ws,
-                    Err(e) => return (i, Err(format!("connect failed: {e}"))),
-                };
-                (i, ws.wait_close_after_send(frame).await)
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
+    let results: Vec<(usize, Result<Closed, String>)> =
+        stream::iter(frames.into_iter().enumerate())
+            .map(|(i, frame)| {
+                let tok = tok.clone();
+                let addr = srv.addr;
+                async move {
+                    let mut ws = match Ws::connect(addr, Some(&tok), TokenIn::Header, None).await {
+                        Ok(ws) => ws,
+                        Err(e) => return (i, Err(format!("connect failed: {e}"))),
+                    };
+                    (i, ws.wait_close_after_send(frame).await)
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
 
     let mut failures = Vec::new();
     for (i, r) in results {
@@ -101,7 +102,9 @@ fn nested_maps(levels: usize) -> Vec<u8> {
 /// A ping whose unknown field `x` holds `nested`.
 fn ping_with(nested: &[u8]) -> Vec<u8> {
     // {"op": "ping", "id": 1, "x": <nested>}
-    let mut f = vec![0x83, 0xa2, b'o', b'p', 0xa4, b'p', b'i', b'n', b'g', 0xa2, b'i', b'd', 0x01, 0xa1, b'x'];
+    let mut f = vec![
+        0x83, 0xa2, b'o', b'p', 0xa4, b'p', b'i', b'n', b'g', 0xa2, b'i', b'd', 0x01, 0xa1, b'x',
+    ];
     f.extend_from_slice(nested);
     f
 }
@@ -122,16 +125,24 @@ async fn deeply_nested_values_do_not_crash_the_server() {
         // An unknown field may be ignored (pong) or refused as a violation (4400).
         match ws.next_event(WAIT).await {
             Event::Msg(m) if m.is("pong") => {
-                assert!(!what.starts_with("top-level"), "{what}: a non-map message got a pong");
+                assert!(
+                    !what.starts_with("top-level"),
+                    "{what}: a non-map message got a pong"
+                );
             }
-            Event::Closed(Some(4400), reason) => assert!(!reason.is_empty(), "{what}: close without reason"),
+            Event::Closed(Some(4400), reason) => {
+                assert!(!reason.is_empty(), "{what}: close without reason")
+            }
             other => panic!("{what}: expected pong or close 4400, got {other:?}"),
         }
         bystander.ping(1).await;
     }
     // A pub whose value is deeply nested is mistyped: 4400.
     let mut ws = srv.ws(&tok).await;
-    let mut f = vec![0x84, 0xa2, b'o', b'p', 0xa3, b'p', b'u', b'b', 0xa5, b'c', b'a', b'c', b'h', b'e', 0xa1, b'c', 0xa5, b't', b'o', b'p', b'i', b'c', 0xa1, b't', 0xa5, b'v', b'a', b'l', b'u', b'e'];
+    let mut f = vec![
+        0x84, 0xa2, b'o', b'p', 0xa3, b'p', b'u', b'b', 0xa5, b'c', b'a', b'c', b'h', b'e', 0xa1,
+        b'c', 0xa5, b't', b'o', b'p', b'i', b'c', 0xa1, b't', 0xa5, b'v', b'a', b'l', b'u', b'e',
+    ];
     f.extend_from_slice(&nested_arrays(100_000));
     ws.send_expect_close(f, 4400).await;
     srv.assert_serving().await;
@@ -169,22 +180,36 @@ async fn wrong_types_for_every_field_close_4400() {
     };
     let mut cases: Vec<(String, Value)> = Vec::new();
     let bases: Vec<(&str, Value, Vec<&str>)> = vec![
-        ("sub", m_sub_resume(1, C, "t", 0, Some("e")), vec!["op", "cache", "topic"]),
+        (
+            "sub",
+            m_sub_resume(1, C, "t", 0, Some("e")),
+            vec!["op", "cache", "topic"],
+        ),
         ("unsub", m_unsub(1, C, "t"), vec!["op", "cache", "topic"]),
-        ("pub", m_pub(Some(1), C, "t", text("v")), vec!["op", "cache", "topic"]),
+        (
+            "pub",
+            m_pub(Some(1), C, "t", text("v")),
+            vec!["op", "cache", "topic"],
+        ),
         ("ping", m_ping(1), vec!["op"]),
         ("auth", m_auth(1, "tok"), vec!["op", "token"]),
     ];
     for (op, base, string_fields) in &bases {
         for field in string_fields {
             for (what, v) in not_strings(true) {
-                cases.push((format!("{op}.{field} as {what}"), set(base.clone(), field, v)));
+                cases.push((
+                    format!("{op}.{field} as {what}"),
+                    set(base.clone(), field, v),
+                ));
             }
         }
     }
     // Optional string: epoch (nil may mean absent, so not nil).
     for (what, v) in not_strings(false) {
-        cases.push((format!("sub.epoch as {what}"), set(bases[0].1.clone(), "epoch", v)));
+        cases.push((
+            format!("sub.epoch as {what}"),
+            set(bases[0].1.clone(), "epoch", v),
+        ));
     }
     // Optional u64: resume_after.
     for (what, v) in [
@@ -196,7 +221,10 @@ async fn wrong_types_for_every_field_close_4400() {
         ("map", map(&[("n", Value::from(1))])),
         ("bin", bin(&[5])),
     ] {
-        cases.push((format!("sub.resume_after as {what}"), set(bases[0].1.clone(), "resume_after", v)));
+        cases.push((
+            format!("sub.resume_after as {what}"),
+            set(bases[0].1.clone(), "resume_after", v),
+        ));
     }
     // Required bin-or-str: value.
     for (what, v) in [
@@ -208,7 +236,10 @@ async fn wrong_types_for_every_field_close_4400() {
         ("map", map(&[("bytes", bin(b"x"))])),
         ("ext", Value::Ext(1, vec![0])),
     ] {
-        cases.push((format!("pub.value as {what}"), set(bases[2].1.clone(), "value", v)));
+        cases.push((
+            format!("pub.value as {what}"),
+            set(bases[2].1.clone(), "value", v),
+        ));
     }
 
     let n = cases.len();
@@ -230,7 +261,10 @@ async fn wrong_types_for_every_field_close_4400() {
     for (what, r) in results {
         match r {
             Ok(c) if c.code == 4400 => {}
-            Ok(c) => failures.push(format!("{what}: close {} {:?}, before: {:?}", c.code, c.reason, c.before)),
+            Ok(c) => failures.push(format!(
+                "{what}: close {} {:?}, before: {:?}",
+                c.code, c.reason, c.before
+            )),
             Err(e) => failures.push(format!("{what}: {e}")),
         }
     }
@@ -249,14 +283,20 @@ async fn invalid_utf8_in_a_name_is_refused() {
     let tok = srv.mint_all("utf").await;
     let mut ws = srv.ws(&tok).await;
     // {"op":"sub","id":1,"cache":"game","topic":<str8 with bytes ff fe>}
-    let mut f = vec![0x84, 0xa2, b'o', b'p', 0xa3, b's', b'u', b'b', 0xa2, b'i', b'd', 0x01];
-    f.extend_from_slice(&[0xa5, b'c', b'a', b'c', b'h', b'e', 0xa4, b'g', b'a', b'm', b'e']);
+    let mut f = vec![
+        0x84, 0xa2, b'o', b'p', 0xa3, b's', b'u', b'b', 0xa2, b'i', b'd', 0x01,
+    ];
+    f.extend_from_slice(&[
+        0xa5, b'c', b'a', b'c', b'h', b'e', 0xa4, b'g', b'a', b'm', b'e',
+    ]);
     f.extend_from_slice(&[0xa5, b't', b'o', b'p', b'i', b'c', 0xa2, 0xff, 0xfe]);
     ws.send_raw(f).await;
     match ws.next_event(WAIT).await {
         Event::Msg(m) => m.assert_err(Some(1), "invalid_name"),
         Event::Closed(Some(4400), _) => {}
-        other => panic!("invalid UTF-8 topic: expected err invalid_name or close 4400, got {other:?}"),
+        other => {
+            panic!("invalid UTF-8 topic: expected err invalid_name or close 4400, got {other:?}")
+        }
     }
     srv.assert_serving().await;
 }

@@ -20,10 +20,20 @@ async fn publish_returns_200_with_seq_and_delivers() {
     ws.sub(1, C, "h.t").await;
     for want in 1..=3u64 {
         let got = srv
-            .publish_http(Some(&tok), C, "h.t", Some("application/octet-stream"), vec![want as u8; 3])
+            .publish_http(
+                Some(&tok),
+                C,
+                "h.t",
+                Some("application/octet-stream"),
+                vec![want as u8; 3],
+            )
             .await;
         assert_eq!(got.0, 200, "{:?}", got.1);
-        assert_eq!(got.1, json!({"seq": want}), "body is exactly {{\"seq\": N}}");
+        assert_eq!(
+            got.1,
+            json!({"seq": want}),
+            "body is exactly {{\"seq\": N}}"
+        );
         let it = ws.recv().await;
         assert_eq!(it.assert_item(C, "h.t"), want);
         assert_eq!(it.value(), &bin(&[want as u8; 3]));
@@ -42,7 +52,10 @@ async fn token_endpoint_returns_token_and_expires_at() {
     let tok = json["token"].as_str().expect("token");
     assert_eq!(tok.split('.').count(), 3, "a JWT: {tok}");
     let exp = json["expires_at"].as_u64().expect("expires_at");
-    assert!(exp >= now + 3599 && exp <= now + 3602, "expires_at = now + expires_in: {exp} vs {now}");
+    assert!(
+        exp >= now + 3599 && exp <= now + 3602,
+        "expires_at = now + expires_in: {exp} vs {now}"
+    );
     // The token works for exactly what it says.
     let mut ws = srv.ws(tok).await;
     ws.sub(1, "websocket", "mychannel").await;
@@ -130,11 +143,26 @@ async fn metrics_expose_the_main_counters_and_they_move() {
     }
     let after = metrics(&srv).await;
 
-    let pubs = (sum_matching(&before, &["publish"]), sum_matching(&after, &["publish"]));
-    assert!(pubs.1 >= pubs.0 + 4.0, "publish counters should grow by >= 4: {pubs:?}");
-    let del = (sum_matching(&before, &["deliver"]), sum_matching(&after, &["deliver"]));
-    assert!(del.1 >= del.0 + 7.0, "delivery counters should grow by >= 7: {del:?}");
-    let bytes = (sum_matching(&before, &["bytes"]), sum_matching(&after, &["bytes"]));
+    let pubs = (
+        sum_matching(&before, &["publish"]),
+        sum_matching(&after, &["publish"]),
+    );
+    assert!(
+        pubs.1 >= pubs.0 + 4.0,
+        "publish counters should grow by >= 4: {pubs:?}"
+    );
+    let del = (
+        sum_matching(&before, &["deliver"]),
+        sum_matching(&after, &["deliver"]),
+    );
+    assert!(
+        del.1 >= del.0 + 7.0,
+        "delivery counters should grow by >= 7: {del:?}"
+    );
+    let bytes = (
+        sum_matching(&before, &["bytes"]),
+        sum_matching(&after, &["bytes"]),
+    );
     assert!(bytes.1 > bytes.0, "byte counters should grow: {bytes:?}");
     let conns = sum_matching(&after, &["connection"]);
     assert!(conns >= 2.0, "two WebSocket connections are open: {conns}");
@@ -148,12 +176,28 @@ async fn error_bodies_are_json_with_code_and_message() {
     let tok = srv.mint("limited", &[("subscribeonly", C, "t")], 600).await;
     let all = srv.mint_all("all").await;
     let cases = [
-        (srv.publish_http(None, C, "t", None, "x").await, 401, "unauthenticated"),
-        (srv.publish_http(Some(&tok), C, "t", None, "x").await, 403, "permission_denied"),
-        (srv.publish_http(Some(&all), C, "bad*", None, "x").await, 400, "invalid_name"),
+        (
+            srv.publish_http(None, C, "t", None, "x").await,
+            401,
+            "unauthenticated",
+        ),
+        (
+            srv.publish_http(Some(&tok), C, "t", None, "x").await,
+            403,
+            "permission_denied",
+        ),
+        (
+            srv.publish_http(Some(&all), C, "bad*", None, "x").await,
+            400,
+            "invalid_name",
+        ),
         (srv.mint_raw(None, json!({})).await, 401, "unauthenticated"),
         (
-            srv.mint_raw(Some(OPERATOR_KEY), json!({"sub": "x", "expires_in": -1, "perms": []})).await,
+            srv.mint_raw(
+                Some(OPERATOR_KEY),
+                json!({"sub": "x", "expires_in": -1, "perms": []}),
+            )
+            .await,
             400,
             "bad_request",
         ),

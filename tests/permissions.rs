@@ -52,9 +52,10 @@ async fn permission_matrix_over_websocket() {
                 let mut ws = srv.ws(&tok).await;
                 for (cache, topic) in TARGETS {
                     let covered = covers(cs, ts, cache, topic);
-                    for (action, allowed) in
-                        [("sub", covered && may_sub(role)), ("pub", covered && may_pub(role))]
-                    {
+                    for (action, allowed) in [
+                        ("sub", covered && may_sub(role)),
+                        ("pub", covered && may_pub(role)),
+                    ] {
                         id += 1;
                         let msg = if action == "sub" {
                             m_sub(id, cache, topic)
@@ -77,7 +78,12 @@ async fn permission_matrix_over_websocket() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} wrong answers:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} wrong answers:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -105,7 +111,12 @@ async fn permission_matrix_over_http() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} wrong answers:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} wrong answers:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -137,7 +148,8 @@ async fn any_one_permission_is_enough_and_denied_subs_deliver_nothing() {
     // The refused sub delivers nothing; the allowed ones do.
     srv.publish_text(&admin, "plaza", "square", "no").await;
     srv.publish_text(&admin, "arena", "lobby", "yes").await;
-    srv.publish_text(&admin, "anycache", "news.today", "yes").await;
+    srv.publish_text(&admin, "anycache", "news.today", "yes")
+        .await;
     let mut got = Vec::new();
     for _ in 0..2 {
         let m = ws.recv().await;

@@ -39,12 +39,22 @@ async fn sub_ok_carries_seq_and_epoch() {
     let mut ws = srv.ws(&tok).await;
 
     let ok = ws.sub(1, C, "fresh").await;
-    assert_eq!(ok.u64("seq"), 0, "a topic with no publishes has seq 0: {ok:?}");
+    assert_eq!(
+        ok.u64("seq"),
+        0,
+        "a topic with no publishes has seq 0: {ok:?}"
+    );
     let epoch = ok.str("epoch").to_string();
-    assert!(!epoch.is_empty(), "epoch must be a non-empty string: {ok:?}");
+    assert!(
+        !epoch.is_empty(),
+        "epoch must be a non-empty string: {ok:?}"
+    );
 
     for i in 1..=3u64 {
-        assert_eq!(srv.publish_text(&tok, C, "fresh", &format!("v{i}")).await, i);
+        assert_eq!(
+            srv.publish_text(&tok, C, "fresh", &format!("v{i}")).await,
+            i
+        );
     }
     // Drain the three live items on the first connection.
     for i in 1..=3u64 {
@@ -53,8 +63,16 @@ async fn sub_ok_carries_seq_and_epoch() {
 
     let mut ws2 = srv.ws(&tok).await;
     let ok2 = ws2.sub(1, C, "fresh").await;
-    assert_eq!(ok2.u64("seq"), 3, "ok.seq is the last seq published: {ok2:?}");
-    assert_eq!(ok2.str("epoch"), epoch, "epoch is stable while history lives");
+    assert_eq!(
+        ok2.u64("seq"),
+        3,
+        "ok.seq is the last seq published: {ok2:?}"
+    );
+    assert_eq!(
+        ok2.str("epoch"),
+        epoch,
+        "epoch is stable while history lives"
+    );
 }
 
 #[tokio::test]
@@ -66,8 +84,16 @@ async fn seq_starts_at_one_and_grows_per_topic_without_subscribers() {
     // Nobody is subscribed to any of these.
     assert_eq!(ws.publish(1, C, "a", text("1")).await, 1);
     assert_eq!(ws.publish(2, C, "a", text("2")).await, 2);
-    assert_eq!(ws.publish(3, C, "b", text("1")).await, 1, "seq is per topic");
-    assert_eq!(srv.publish_text(&tok, C, "a", "3").await, 3, "HTTP shares the sequence");
+    assert_eq!(
+        ws.publish(3, C, "b", text("1")).await,
+        1,
+        "seq is per topic"
+    );
+    assert_eq!(
+        srv.publish_text(&tok, C, "a", "3").await,
+        3,
+        "HTTP shares the sequence"
+    );
     assert_eq!(ws.publish(4, C, "a", bin(b"4")).await, 4);
     assert_eq!(
         ws.publish(5, "other-cache", "a", text("x")).await,
@@ -89,7 +115,10 @@ async fn pub_without_id_gets_no_reply_but_is_published() {
     let mut ws = srv.ws(&tok).await;
     ws.send(&m_pub(None, C, "quiet", text("hello"))).await;
     let before = ws.fence(10).await;
-    assert!(before.is_empty(), "a pub without id must get no reply: {before:?}");
+    assert!(
+        before.is_empty(),
+        "a pub without id must get no reply: {before:?}"
+    );
     let ok = ws.sub(11, C, "quiet").await;
     assert_eq!(ok.u64("seq"), 1, "the id-less pub was still published");
 }
@@ -102,7 +131,10 @@ async fn failing_pub_without_id_gets_err_without_id() {
     ws.send(&m_pub(None, C, "bad/topic", text("x"))).await;
     let m = ws.recv().await;
     m.assert_err(None, "invalid_name");
-    assert!(m.get("id").is_none_or(|v| v.is_nil()), "no id was given, none echoed: {m:?}");
+    assert!(
+        m.get("id").is_none_or(|v| v.is_nil()),
+        "no id was given, none echoed: {m:?}"
+    );
     ws.ping(1).await;
 }
 
@@ -111,7 +143,9 @@ async fn items_carry_cache_topic_seq_value_and_from_for_ws_and_http_publishes() 
     let srv = TestServer::start(&[]);
     let alice = srv.mint_all("alice").await;
     let bob = srv.mint_all("bob").await;
-    let svc = srv.mint("svc-http", &[("publishonly", C, "room.1")], 600).await;
+    let svc = srv
+        .mint("svc-http", &[("publishonly", C, "room.1")], 600)
+        .await;
 
     let mut sub = srv.ws(&alice).await;
     sub.sub(1, C, "room.1").await;
@@ -120,13 +154,21 @@ async fn items_carry_cache_topic_seq_value_and_from_for_ws_and_http_publishes() 
     assert_eq!(pubber.publish(1, C, "room.1", text("from bob")).await, 1);
     let it = sub.recv().await;
     assert_eq!(it.assert_item(C, "room.1"), 1);
-    assert_eq!(it.str("from"), "bob", "from is the publisher token's sub: {it:?}");
+    assert_eq!(
+        it.str("from"),
+        "bob",
+        "from is the publisher token's sub: {it:?}"
+    );
     assert_eq!(it.value(), &text("from bob"));
 
     assert_eq!(srv.publish_text(&svc, C, "room.1", "from http").await, 2);
     let it = sub.recv().await;
     assert_eq!(it.assert_item(C, "room.1"), 2);
-    assert_eq!(it.str("from"), "svc-http", "HTTP publishes carry from too: {it:?}");
+    assert_eq!(
+        it.str("from"),
+        "svc-http",
+        "HTTP publishes carry from too: {it:?}"
+    );
     assert_eq!(it.value(), &text("from http"));
 
     // A subscriber also receives its own publishes, from = its own sub.
@@ -173,12 +215,22 @@ async fn text_and_binary_values_are_delivered_as_published() {
     ];
     for (ct, is_text) in http_cases {
         let body = "héllo body".to_string();
-        let (status, json) = srv.publish_http(Some(&tok), C, "vals", ct, body.clone()).await;
+        let (status, json) = srv
+            .publish_http(Some(&tok), C, "vals", ct, body.clone())
+            .await;
         assert_eq!(status, 200, "HTTP publish with {ct:?}: {json}");
         let it = ws.recv().await;
         it.assert_item(C, "vals");
-        let want = if is_text { text(&body) } else { bin(body.as_bytes()) };
-        assert_eq!(it.value(), &want, "content-type {ct:?} decides text vs bytes: {it:?}");
+        let want = if is_text {
+            text(&body)
+        } else {
+            bin(body.as_bytes())
+        };
+        assert_eq!(
+            it.value(),
+            &want,
+            "content-type {ct:?} decides text vs bytes: {it:?}"
+        );
     }
 }
 
@@ -216,8 +268,15 @@ async fn several_messages_in_one_client_frame() {
         .map(|(i, m)| (i, m.assert_item(C, "batch")))
         .collect();
     assert_eq!(got[ok_pub].u64("seq"), 1);
-    assert_eq!(items.iter().map(|x| x.1).collect::<Vec<_>>(), vec![1, 2], "{got:?}");
-    assert!(ok_sub < items[0].0, "the sub's ok comes before its first item: {got:?}");
+    assert_eq!(
+        items.iter().map(|x| x.1).collect::<Vec<_>>(),
+        vec![1, 2],
+        "{got:?}"
+    );
+    assert!(
+        ok_sub < items[0].0,
+        "the sub's ok comes before its first item: {got:?}"
+    );
     let _ = (pong3, pong4);
 }
 
@@ -238,7 +297,11 @@ async fn server_frames_with_several_messages_are_decoded_in_order() {
     }
     for want in 1..=n {
         let it = sub.recv().await;
-        assert_eq!(it.assert_item(C, "burst"), want, "items in seq order, each once");
+        assert_eq!(
+            it.assert_item(C, "burst"),
+            want,
+            "items in seq order, each once"
+        );
         assert_eq!(it.value(), &text(&format!("m{want}")));
     }
     eprintln!(
@@ -267,7 +330,10 @@ async fn second_sub_replaces_the_first_without_double_delivery() {
     // Nothing more may trickle in.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let extra = ws.fence(99).await;
-    assert!(extra.is_empty(), "duplicate deliveries after replacement: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "duplicate deliveries after replacement: {extra:?}"
+    );
 }
 
 #[tokio::test]
@@ -306,7 +372,10 @@ async fn unknown_fields_are_ignored_on_every_op() {
             e.push((text("x_future"), Value::from(42)));
             e.push((
                 text("x_nested"),
-                map(&[("a", Value::Array(vec![Value::Nil, Value::from(true), bin(b"z")]))]),
+                map(&[(
+                    "a",
+                    Value::Array(vec![Value::Nil, Value::from(true), bin(b"z")]),
+                )]),
             ));
             e.push((text("flags"), Value::F64(1.5)));
         }
@@ -327,7 +396,11 @@ async fn unknown_fields_are_ignored_on_every_op() {
     ws.reply(5).await.assert_ok(5);
     ws.send(&extra(m_sub_resume(6, C, "ext", 0, None))).await;
     ws.reply(6).await.assert_ok(6);
-    assert_eq!(ws.recv().await.assert_item(C, "ext"), 1, "resume_after 0 replays seq 1");
+    assert_eq!(
+        ws.recv().await.assert_item(C, "ext"),
+        1,
+        "resume_after 0 replays seq 1"
+    );
 }
 
 #[tokio::test]
@@ -349,10 +422,18 @@ async fn several_topics_on_one_connection_are_kept_apart() {
     for _ in 0..topics.len() * 2 {
         let m = ws.recv().await;
         assert!(m.is("item"), "{m:?}");
-        assert_eq!(m.str("cache"), C, "nothing was published to cache `other`: {m:?}");
+        assert_eq!(
+            m.str("cache"),
+            C,
+            "nothing was published to cache `other`: {m:?}"
+        );
         let t = m.str("topic").to_string();
         let seq = m.u64("seq");
-        assert_eq!(m.value(), &text(&format!("{t}#{seq}")), "value belongs to its topic");
+        assert_eq!(
+            m.value(),
+            &text(&format!("{t}#{seq}")),
+            "value belongs to its topic"
+        );
         got.entry(t).or_default().push(seq);
     }
     for t in topics {
@@ -370,8 +451,14 @@ async fn heartbeat_is_sent_on_an_idle_connection() {
         Event::Msg(m) => m,
         other => panic!("expected hb on an idle connection, got {other:?}"),
     };
-    assert!(m.is("hb"), "the only thing an idle connection gets is hb: {m:?}");
-    assert!(start.elapsed() >= Duration::from_millis(500), "hb came too early");
+    assert!(
+        m.is("hb"),
+        "the only thing an idle connection gets is hb: {m:?}"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "hb came too early"
+    );
     // And again, while still idle.
     let m = ws.recv_with_hb().await;
     assert!(m.is("hb"), "{m:?}");

@@ -10,7 +10,8 @@ use acorn_e2e::*;
 #[tokio::test]
 async fn python_conformance_client_passes() {
     let srv = TestServer::start(&[]);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/conformance.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/conformance.py");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
     let mut child = Command::new(&python)
         .arg(&script)
@@ -56,5 +57,8 @@ async fn python_conformance_client_passes() {
         status.success(),
         "conformance.py failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    assert!(stdout.contains("all checks passed"), "unexpected output: {stdout}");
+    assert!(
+        stdout.contains("all checks passed"),
+        "unexpected output: {stdout}"
+    );
 }

@@ -63,14 +63,20 @@ async fn resume_replays_retained_items_then_goes_live() {
     let mut ws3 = srv.ws(&tok).await;
     ws3.send(&m_sub_resume(1, C, "r", 12, Some(&epoch))).await;
     ws3.reply(1).await.assert_ok(1);
-    assert!(ws3.fence(2).await.is_empty(), "nothing to replay after the last seq");
+    assert!(
+        ws3.fence(2).await.is_empty(),
+        "nothing to replay after the last seq"
+    );
     publish_n(&srv, &tok, "r", 13, 13).await;
     assert_eq!(items(&mut ws3, "r", 1).await, vec![13]);
 
     // Without resume_after only new items arrive.
     let mut ws4 = srv.ws(&tok).await;
     assert_eq!(ws4.sub(1, C, "r").await.u64("seq"), 13);
-    assert!(ws4.fence(2).await.is_empty(), "no replay without resume_after");
+    assert!(
+        ws4.fence(2).await.is_empty(),
+        "no replay without resume_after"
+    );
     publish_n(&srv, &tok, "r", 14, 14).await;
     assert_eq!(items(&mut ws4, "r", 1).await, vec![14]);
 }
@@ -101,9 +107,16 @@ async fn resume_seam_under_concurrent_publishing_has_no_missing_or_repeated_seq(
     ws.send(&m_sub_resume(7, C, "seam", 20, None)).await;
     ws.reply(7).await.assert_ok(7);
     let got = items(&mut ws, "seam", (total - 20) as usize).await;
-    assert_eq!(got, (21..=total).collect::<Vec<_>>(), "seam must be seamless");
+    assert_eq!(
+        got,
+        (21..=total).collect::<Vec<_>>(),
+        "seam must be seamless"
+    );
     let _pubber = publisher.await.unwrap();
-    assert!(ws.recv_within(Duration::from_millis(200)).await.is_none(), "nothing repeated");
+    assert!(
+        ws.recv_within(Duration::from_millis(200)).await.is_none(),
+        "nothing repeated"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +170,11 @@ async fn resume_past_the_history_size_gets_a_gap_to_the_first_retained_item() {
     let mut edge = srv.ws(&tok).await;
     edge.send(&m_sub_resume(1, C, "h", 8, None)).await;
     edge.reply(1).await.assert_ok(1);
-    assert_eq!(items(&mut edge, "h", 5).await, vec![9, 10, 11, 12, 13], "no gap at the edge");
+    assert_eq!(
+        items(&mut edge, "h", 5).await,
+        vec![9, 10, 11, 12, 13],
+        "no gap at the edge"
+    );
 
     let mut just_out = srv.ws(&tok).await;
     just_out.send(&m_sub_resume(1, C, "h", 7, None)).await;

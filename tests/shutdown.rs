@@ -15,7 +15,8 @@ async fn check_graceful_stop(signal: libc::c_int) {
     subscriber.sub(1, C, "live").await;
     let mut busy = srv.ws(&tok).await;
     for i in 1..=20u64 {
-        busy.send(&m_pub(None, C, "live", text(&format!("{i}")))).await;
+        busy.send(&m_pub(None, C, "live", text(&format!("{i}"))))
+            .await;
     }
     busy.ping(99).await;
     let addr = srv.addr;
@@ -27,14 +28,26 @@ async fn check_graceful_stop(signal: libc::c_int) {
         busy.wait_close(Duration::from_secs(15)),
     );
     for (name, c) in [("idle", &c1), ("subscriber", &c2), ("publisher", &c3)] {
-        assert_eq!(c.code, 1001, "{name} connection: close 1001 on shutdown, got {c:?}");
+        assert_eq!(
+            c.code, 1001,
+            "{name} connection: close 1001 on shutdown, got {c:?}"
+        );
     }
-    assert!(status.success(), "acorn must exit 0 after signal {signal}, got {status:?}");
+    assert!(
+        status.success(),
+        "acorn must exit 0 after signal {signal}, got {status:?}"
+    );
     // The subscriber's items before the close were in order.
-    let seqs: Vec<u64> = c2.before.iter().filter(|m| m.is("item")).map(|m| m.u64("seq")).collect();
+    let seqs: Vec<u64> = c2
+        .before
+        .iter()
+        .filter(|m| m.is("item"))
+        .map(|m| m.u64("seq"))
+        .collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     // Nothing listens any more.
-    let refused = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await;
+    let refused =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await;
     assert!(
         matches!(refused, Ok(Err(_))),
         "the port should be closed after exit: {refused:?}"

@@ -60,9 +60,7 @@ async fn publish_all(pubber: &mut Ws, healthy: Option<&mut watch::Receiver<u64>>
                 .expect("healthy reader alive");
         }
         let batch = 4u64.min(COUNT - seq);
-        let msgs: Vec<_> = (0..batch)
-            .map(|_| m_pub(None, C, T, bin(&value)))
-            .collect();
+        let msgs: Vec<_> = (0..batch).map(|_| m_pub(None, C, T, bin(&value))).collect();
         pubber.send_many(&msgs).await;
         seq += batch;
         // Pace on the server: the pong proves the batch was taken in.
@@ -91,7 +89,11 @@ async fn stalled_subscriber_is_closed_4503_and_a_healthy_one_misses_nothing() {
         let mut seqs = Vec::new();
         while seqs.last() != Some(&COUNT) {
             let m = healthy.recv().await;
-            assert!(m.is("item"), "the healthy subscriber got {m:?} after {} items", seqs.len());
+            assert!(
+                m.is("item"),
+                "the healthy subscriber got {m:?} after {} items",
+                seqs.len()
+            );
             let seq = m.assert_item(C, T);
             seqs.push(seq);
             let _ = seen_tx.send(seq);
@@ -104,15 +106,29 @@ async fn stalled_subscriber_is_closed_4503_and_a_healthy_one_misses_nothing() {
     publish_all(&mut pubber, Some(&mut seen_rx), 6).await;
 
     let (seqs, mut healthy) = reader.await.expect("healthy reader");
-    assert_eq!(seqs, (1..=COUNT).collect::<Vec<_>>(), "healthy subscriber: every seq once, in order");
+    assert_eq!(
+        seqs,
+        (1..=COUNT).collect::<Vec<_>>(),
+        "healthy subscriber: every seq once, in order"
+    );
 
     // The stalled one has been over the cap for longer than the timeout.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let closed = stalled.wait_close(Duration::from_secs(30)).await;
     let (n_items, n_gaps) = check_continuity(&closed.before, 1);
-    eprintln!("stalled subscriber: {n_items} items, {n_gaps} gaps before close {}", closed.code);
-    assert_eq!(closed.code, 4503, "a subscriber stalled past the timeout is closed 4503: {:?}", closed.reason);
-    assert!(n_items < COUNT, "the stalled subscriber cannot have received everything");
+    eprintln!(
+        "stalled subscriber: {n_items} items, {n_gaps} gaps before close {}",
+        closed.code
+    );
+    assert_eq!(
+        closed.code, 4503,
+        "a subscriber stalled past the timeout is closed 4503: {:?}",
+        closed.reason
+    );
+    assert!(
+        n_items < COUNT,
+        "the stalled subscriber cannot have received everything"
+    );
 
     // The others carry on.
     healthy.ping(1).await;
@@ -147,7 +163,10 @@ async fn briefly_stalled_subscriber_gets_a_gap_and_stays_open() {
     }
     let (n_items, n_gaps) = check_continuity(&msgs, 1);
     eprintln!("briefly stalled subscriber: {n_items} items, {n_gaps} gaps");
-    assert!(n_gaps >= 1, "items were dropped for the stalled subscriber, so a gap must say so");
+    assert!(
+        n_gaps >= 1,
+        "items were dropped for the stalled subscriber, so a gap must say so"
+    );
     // It is still subscribed and live.
     stalled.ping(5).await;
     assert_eq!(pubber.publish(9, C, T, text("after")).await, COUNT + 1);

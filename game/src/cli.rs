@@ -26,6 +26,13 @@ pub enum Command {
     /// Token tools.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Host matches on a running node (operators).
+    #[command(subcommand)]
+    Match(crate::match_cli::MatchCommand),
+    /// Subscribe to a topic and print what arrives.
+    Sub(crate::topics_cli::SubArgs),
+    /// Publish one text value over the WebSocket.
+    Pub(crate::topics_cli::PubArgs),
     /// Load generators (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
 }

@@ -1,3 +1,4 @@
 //! Acorn game library.
 
 pub mod sim;
+pub mod store;

@@ -3,6 +3,8 @@
 
 mod bench;
 mod cli;
+mod match_cli;
+mod topics_cli;
 
 use std::io::Write;
 
@@ -31,6 +33,9 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Match(cmd) => runtime.block_on(match_cli::run(cmd)),
+        Command::Sub(args) => runtime.block_on(topics_cli::sub(args)),
+        Command::Pub(args) => runtime.block_on(topics_cli::publish(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
     }
 }

@@ -59,11 +59,19 @@ impl TestServer {
 }
 
 fn token_with(sub: &str, ttl: Duration, perms: Vec<Permission>) -> String {
-    TokenAuthority::new(SECRET).unwrap().mint(sub, ttl, perms).unwrap().0
+    TokenAuthority::new(SECRET)
+        .unwrap()
+        .mint(sub, ttl, perms)
+        .unwrap()
+        .0
 }
 
 fn token(sub: &str) -> String {
-    token_with(sub, Duration::from_secs(3600), vec![all(Role::PublishSubscribe)])
+    token_with(
+        sub,
+        Duration::from_secs(3600),
+        vec![all(Role::PublishSubscribe)],
+    )
 }
 
 fn all(role: Role) -> Permission {
@@ -75,7 +83,8 @@ fn all(role: Role) -> Permission {
 }
 
 fn fast_reconnect() -> ClientOptions {
-    ClientOptions::default().with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+    ClientOptions::default()
+        .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
 }
 
 async fn next(sub: &mut Subscription) -> Event {
@@ -95,18 +104,29 @@ fn item(ev: &Event) -> (u64, &Value, &str) {
 #[tokio::test]
 async fn subscribe_publish_round_trip() {
     let server = TestServer::start().await;
-    let client = Client::connect(&server.url(), token("alice")).await.unwrap();
+    let client = Client::connect(&server.url(), token("alice"))
+        .await
+        .unwrap();
     let mut sub = client.subscribe("game", "match.1").await.unwrap();
     assert_eq!(sub.last_seq(), 0);
     assert!(sub.epoch().is_some());
 
     assert_eq!(client.publish("game", "match.1", "hello").await.unwrap(), 1);
-    assert_eq!(client.publish("game", "match.1", vec![1u8, 2, 3]).await.unwrap(), 2);
+    assert_eq!(
+        client
+            .publish("game", "match.1", vec![1u8, 2, 3])
+            .await
+            .unwrap(),
+        2
+    );
 
     let ev = next(&mut sub).await;
     assert_eq!(item(&ev), (1, &Value::Text("hello".into()), "alice"));
     let ev = next(&mut sub).await;
-    assert_eq!(item(&ev), (2, &Value::Binary(vec![1, 2, 3].into()), "alice"));
+    assert_eq!(
+        item(&ev),
+        (2, &Value::Binary(vec![1, 2, 3].into()), "alice")
+    );
     assert_eq!(sub.last_seq(), 2);
 
     let rtt = client.ping().await.unwrap();
@@ -126,12 +146,18 @@ async fn several_subscriptions_and_batched_publishes() {
     }
     // A second subscription to the same topic on one client is refused...
     let dup = client.subscribe("game", "a").await.unwrap_err();
-    assert!(matches!(dup, ClientError::AlreadySubscribed { .. }), "{dup:?}");
+    assert!(
+        matches!(dup, ClientError::AlreadySubscribed { .. }),
+        "{dup:?}"
+    );
 
     // ...and many fire-and-forget publishes queued at once go out in order.
     for i in 0..300u64 {
         let topic = ["a", "b", "c"][(i % 3) as usize];
-        client.publish_nowait("game", topic, format!("{i}")).await.unwrap();
+        client
+            .publish_nowait("game", topic, format!("{i}"))
+            .await
+            .unwrap();
     }
     for (n, sub) in subs.iter_mut().enumerate() {
         for k in 0..100u64 {
@@ -158,11 +184,23 @@ async fn several_subscriptions_and_batched_publishes() {
 async fn refusals_map_to_errors() {
     let server = TestServer::start().await;
     // A bad token refuses the upgrade: a hard error, not a retry loop.
-    let err = Client::connect(&server.url(), "not-a-token").await.unwrap_err();
+    let err = Client::connect(&server.url(), "not-a-token")
+        .await
+        .unwrap_err();
     assert_eq!(err, ClientError::Unauthenticated);
     let other = TokenAuthority::new(b"another secret").unwrap();
-    let forged = other.mint("eve", Duration::from_secs(60), vec![all(Role::PublishSubscribe)]).unwrap().0;
-    assert_eq!(Client::connect(&server.url(), forged).await.unwrap_err(), ClientError::Unauthenticated);
+    let forged = other
+        .mint(
+            "eve",
+            Duration::from_secs(60),
+            vec![all(Role::PublishSubscribe)],
+        )
+        .unwrap()
+        .0;
+    assert_eq!(
+        Client::connect(&server.url(), forged).await.unwrap_err(),
+        ClientError::Unauthenticated
+    );
 
     let reader = token_with(
         "reader",
@@ -176,7 +214,10 @@ async fn refusals_map_to_errors() {
     let client = Client::connect(&server.url(), reader).await.unwrap();
     let err = client.subscribe("game", "private").await.unwrap_err();
     assert_eq!(err.code(), Some("permission_denied"), "{err:?}");
-    let err = client.publish("game", "public.news", "x").await.unwrap_err();
+    let err = client
+        .publish("game", "public.news", "x")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("permission_denied"), "{err:?}");
     client.subscribe("game", "public.news").await.unwrap();
 
@@ -192,7 +233,10 @@ async fn refusals_map_to_errors() {
         .unwrap_err();
     assert!(matches!(err, ClientError::InvalidArgument(_)), "{err:?}");
     // Over the server's value limit: `too_large`, and the connection stays.
-    let err = writer.publish("game", "t", vec![0u8; 100 * 1024]).await.unwrap_err();
+    let err = writer
+        .publish("game", "t", vec![0u8; 100 * 1024])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("too_large"), "{err:?}");
     assert_eq!(writer.publish("game", "t", "fine").await.unwrap(), 1);
     assert_eq!(writer.connection_count(), 1);
@@ -206,12 +250,19 @@ async fn refusals_map_to_errors() {
 #[tokio::test]
 async fn set_token_keeps_the_connection_past_the_old_expiry() {
     let server = TestServer::start().await;
-    let short = token_with("svc", Duration::from_secs(2), vec![all(Role::PublishSubscribe)]);
+    let short = token_with(
+        "svc",
+        Duration::from_secs(2),
+        vec![all(Role::PublishSubscribe)],
+    );
     let client = Client::connect(&server.url(), short).await.unwrap();
     let mut sub = client.subscribe("game", "t").await.unwrap();
     client.set_token(token("svc")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(client.publish("game", "t", "after expiry").await.unwrap(), 1);
+    assert_eq!(
+        client.publish("game", "t", "after expiry").await.unwrap(),
+        1
+    );
     assert_eq!(item(&next(&mut sub).await).0, 1);
     assert_eq!(client.connection_count(), 1, "no reconnect was needed");
     assert_eq!(client.last_close(), None);
@@ -221,17 +272,35 @@ async fn set_token_keeps_the_connection_past_the_old_expiry() {
 #[tokio::test]
 async fn an_expired_token_ends_the_client_with_4401() {
     let server = TestServer::start().await;
-    let short = token_with("svc", Duration::from_secs(2), vec![all(Role::PublishSubscribe)]);
-    let client = Client::connect_with(&server.url(), short, fast_reconnect()).await.unwrap();
+    let short = token_with(
+        "svc",
+        Duration::from_secs(2),
+        vec![all(Role::PublishSubscribe)],
+    );
+    let client = Client::connect_with(&server.url(), short, fast_reconnect())
+        .await
+        .unwrap();
     let mut sub = client.subscribe("game", "t").await.unwrap();
-    let end = tokio::time::timeout(WAIT, sub.recv()).await.expect("the stream ends");
+    let end = tokio::time::timeout(WAIT, sub.recv())
+        .await
+        .expect("the stream ends");
     assert_eq!(end, None);
     let reason = sub.end_reason().expect("a reason");
-    assert!(matches!(reason, ClientError::Closed { code: 4401, .. }), "{reason:?}");
+    assert!(
+        matches!(reason, ClientError::Closed { code: 4401, .. }),
+        "{reason:?}"
+    );
     assert_eq!(client.last_close().map(|c| c.code), Some(4401));
     let err = client.publish("game", "t", "x").await.unwrap_err();
-    assert!(matches!(err, ClientError::Closed { code: 4401, .. }), "{err:?}");
-    assert_eq!(client.connection_count(), 1, "no reconnect with a dead token");
+    assert!(
+        matches!(err, ClientError::Closed { code: 4401, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        client.connection_count(),
+        1,
+        "no reconnect with a dead token"
+    );
     server.shutdown().await;
 }
 
@@ -264,7 +333,9 @@ async fn reconnects_and_resumes_without_duplicates_or_holes() {
     let reader = Client::connect_with(&server.url(), token("reader"), fast_reconnect())
         .await
         .unwrap();
-    let writer = Client::connect(&server.url(), token("writer")).await.unwrap();
+    let writer = Client::connect(&server.url(), token("writer"))
+        .await
+        .unwrap();
     let mut sub = reader.subscribe("game", "stream").await.unwrap();
 
     let publishing = {
@@ -272,7 +343,10 @@ async fn reconnects_and_resumes_without_duplicates_or_holes() {
         let reader = reader.clone();
         tokio::spawn(async move {
             for i in 1..=200u64 {
-                writer.publish("game", "stream", format!("{i}")).await.unwrap();
+                writer
+                    .publish("game", "stream", format!("{i}"))
+                    .await
+                    .unwrap();
                 if i % 40 == 0 {
                     reader.drop_connection_for_test();
                 }
@@ -287,7 +361,11 @@ async fn reconnects_and_resumes_without_duplicates_or_holes() {
     // History (256 items) covers every outage: nothing may be missing.
     assert!(gaps.is_empty(), "unexpected gaps {gaps:?}");
     assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
-    assert!(reader.connection_count() >= 5, "{}", reader.connection_count());
+    assert!(
+        reader.connection_count() >= 5,
+        "{}",
+        reader.connection_count()
+    );
     assert_eq!(reader.last_close().map(|c| c.code), Some(1006));
 
     // Requests work on the new connection, and live items keep coming.
@@ -353,7 +431,10 @@ async fn subscribe_from_replays_and_detects_another_epoch() {
         client.publish("game", "h", "v").await.unwrap();
     }
     let other = Client::connect(&server.url(), token("b")).await.unwrap();
-    let mut sub = other.subscribe_from("game", "h", 5, Some(&epoch)).await.unwrap();
+    let mut sub = other
+        .subscribe_from("game", "h", 5, Some(&epoch))
+        .await
+        .unwrap();
     let (seqs, gaps) = collect_checked(&mut sub, 5).await;
     assert_eq!(seqs, vec![6, 7, 8, 9, 10]);
     assert!(gaps.is_empty());
@@ -363,9 +444,16 @@ async fn subscribe_from_replays_and_detects_another_epoch() {
     // Naming an epoch that no longer exists: a gap with the real one, then
     // every retained item.
     let third = Client::connect(&server.url(), token("c")).await.unwrap();
-    let mut sub = third.subscribe_from("game", "h", 5, Some("gone")).await.unwrap();
+    let mut sub = third
+        .subscribe_from("game", "h", 5, Some("gone"))
+        .await
+        .unwrap();
     match next(&mut sub).await {
-        Event::Gap { last: 5, next: 1, epoch: Some(e) } => assert_eq!(e, epoch),
+        Event::Gap {
+            last: 5,
+            next: 1,
+            epoch: Some(e),
+        } => assert_eq!(e, epoch),
         other => panic!("expected a gap into the current epoch, got {other:?}"),
     }
     let (seqs, _) = collect_checked(&mut sub, 11).await;
@@ -377,21 +465,36 @@ async fn subscribe_from_replays_and_detects_another_epoch() {
 async fn a_slow_consumer_gets_an_exact_gap() {
     let server = TestServer::start().await;
     let opts = ClientOptions::default().with_subscription_buffer(8);
-    let reader = Client::connect_with(&server.url(), token("slow"), opts).await.unwrap();
+    let reader = Client::connect_with(&server.url(), token("slow"), opts)
+        .await
+        .unwrap();
     let writer = Client::connect(&server.url(), token("fast")).await.unwrap();
     let mut sub = reader.subscribe("game", "firehose").await.unwrap();
     for _ in 0..100 {
-        writer.publish_nowait("game", "firehose", "x").await.unwrap();
+        writer
+            .publish_nowait("game", "firehose", "x")
+            .await
+            .unwrap();
     }
-    assert_eq!(writer.publish("game", "firehose", "last").await.unwrap(), 101);
+    assert_eq!(
+        writer.publish("game", "firehose", "last").await.unwrap(),
+        101
+    );
     // Let everything reach the reader's socket task without consuming it.
     let deadline = tokio::time::Instant::now() + WAIT;
     while sub.dropped_items() < 93 {
-        assert!(tokio::time::Instant::now() < deadline, "items did not arrive");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "items did not arrive"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     match next(&mut sub).await {
-        Event::Gap { last: 0, next: 94, epoch: None } => {}
+        Event::Gap {
+            last: 0,
+            next: 94,
+            epoch: None,
+        } => {}
         other => panic!("expected gap 0..94, got {other:?}"),
     }
     let (seqs, gaps) = collect_checked(&mut sub, 8).await;
@@ -407,7 +510,10 @@ async fn close_ends_everything_gracefully() {
     let server = TestServer::start().await;
     let client = Client::connect(&server.url(), token("a")).await.unwrap();
     let mut sub = client.subscribe("game", "t").await.unwrap();
-    client.publish_nowait("game", "t", "queued before close").await.unwrap();
+    client
+        .publish_nowait("game", "t", "queued before close")
+        .await
+        .unwrap();
     client.close().await.unwrap();
     // What was queued went out before the close, and arrived before the end.
     let checker = Client::connect(&server.url(), token("b")).await.unwrap();

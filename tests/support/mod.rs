@@ -390,7 +390,10 @@ impl TestServer {
                 text.to_string(),
             )
             .await;
-        assert_eq!(status, 200, "HTTP publish to {cache}/{topic} failed: {body}");
+        assert_eq!(
+            status, 200,
+            "HTTP publish to {cache}/{topic} failed: {body}"
+        );
         body["seq"]
             .as_u64()
             .unwrap_or_else(|| panic!("publish response has no integer `seq`: {body}"))
@@ -482,7 +485,10 @@ pub fn assert_http_error(got: &(u16, serde_json::Value), status: u16, code: &str
 // ---------------------------------------------------------------------------
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn unix_now_f64() -> f64 {
@@ -505,7 +511,7 @@ pub fn sign_token(secret: &str, sub: &str, exp: i64, perms: serde_json::Value) -
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("HS256 key"),
     )
     .expect("sign token")
 }
@@ -584,7 +590,11 @@ pub fn m_ping(id: u64) -> Value {
 }
 
 pub fn m_auth(id: u64, token: &str) -> Value {
-    map(&[("op", "auth".into()), ("id", id.into()), ("token", token.into())])
+    map(&[
+        ("op", "auth".into()),
+        ("id", id.into()),
+        ("token", token.into()),
+    ])
 }
 
 pub fn encode(v: &Value) -> Vec<u8> {
@@ -705,7 +715,11 @@ impl Msg {
     #[track_caller]
     pub fn assert_err(&self, id: Option<u64>, code: &str) {
         assert!(self.is("err"), "expected err {code}, got {self:?}");
-        assert_eq!(self.get("code").and_then(|v| v.as_str()), Some(code), "wrong err code: {self:?}");
+        assert_eq!(
+            self.get("code").and_then(|v| v.as_str()),
+            Some(code),
+            "wrong err code: {self:?}"
+        );
         if let Some(id) = id {
             assert_eq!(self.id(), Some(id), "err should echo the id: {self:?}");
         }
@@ -720,16 +734,26 @@ impl Msg {
     /// Asserts a well-formed `item` and returns its seq.
     #[track_caller]
     pub fn assert_item(&self, cache: &str, topic: &str) -> u64 {
-        assert!(self.is("item"), "expected an item on {cache}/{topic}, got {self:?}");
+        assert!(
+            self.is("item"),
+            "expected an item on {cache}/{topic}, got {self:?}"
+        );
         assert_eq!(self.str("cache"), cache, "item cache: {self:?}");
         assert_eq!(self.str("topic"), topic, "item topic: {self:?}");
-        assert!(self.get("value").is_some_and(|v| v.is_bin() || v.is_str()), "item value must be bin or str: {self:?}");
-        assert!(self.get("from").is_some_and(|v| v.is_str()), "item needs a string `from`: {self:?}");
+        assert!(
+            self.get("value").is_some_and(|v| v.is_bin() || v.is_str()),
+            "item value must be bin or str: {self:?}"
+        );
+        assert!(
+            self.get("from").is_some_and(|v| v.is_str()),
+            "item needs a string `from`: {self:?}"
+        );
         self.u64("seq")
     }
 
     pub fn value(&self) -> &Value {
-        self.get("value").unwrap_or_else(|| panic!("no `value`: {self:?}"))
+        self.get("value")
+            .unwrap_or_else(|| panic!("no `value`: {self:?}"))
     }
 }
 
@@ -817,7 +841,8 @@ impl Ws {
                     .map_err(|e| ConnectError::Other(e.to_string()))?,
             );
         }
-        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| ConnectError::Other(e.to_string()))?;
+        let socket =
+            tokio::net::TcpSocket::new_v4().map_err(|e| ConnectError::Other(e.to_string()))?;
         if let Some(size) = rcvbuf {
             socket
                 .set_recv_buffer_size(size)
@@ -832,7 +857,11 @@ impl Ws {
             .max_frame_size(Some(256 << 20));
         let res = tokio::time::timeout(
             WAIT,
-            tokio_tungstenite::client_async_with_config(req, MaybeTlsStream::Plain(stream), Some(config)),
+            tokio_tungstenite::client_async_with_config(
+                req,
+                MaybeTlsStream::Plain(stream),
+                Some(config),
+            ),
         )
         .await
         .map_err(|_| ConnectError::Other("WebSocket handshake timed out".into()))?;
@@ -930,8 +959,8 @@ impl Ws {
     }
 
     fn push_frame(&mut self, frame: &[u8]) {
-        let msgs = decode_frame(frame)
-            .unwrap_or_else(|e| panic!("server sent an undecodable frame: {e}"));
+        let msgs =
+            decode_frame(frame).unwrap_or_else(|e| panic!("server sent an undecodable frame: {e}"));
         assert!(
             !msgs.is_empty(),
             "server sent an empty binary frame (a frame holds one or more messages)"
@@ -1042,7 +1071,9 @@ impl Ws {
 
     /// `pub` with an id and assert `ok`; returns the seq.
     pub async fn publish(&mut self, id: u64, cache: &str, topic: &str, value: Value) -> u64 {
-        let r = self.request(&m_pub(Some(id), cache, topic, value), id).await;
+        let r = self
+            .request(&m_pub(Some(id), cache, topic, value), id)
+            .await;
         r.assert_ok(id);
         r.u64("seq")
     }
@@ -1094,14 +1125,18 @@ impl Ws {
                         !reason.trim().is_empty(),
                         "close {code} must carry a human-readable reason"
                     );
-                    return Closed { code, reason, before };
+                    return Closed {
+                        code,
+                        reason,
+                        before,
+                    };
                 }
-                Event::Closed(None, _) => panic!(
-                    "server closed without a close code; messages before: {before:?}"
-                ),
-                Event::Eof => panic!(
-                    "connection ended without a close frame; messages before: {before:?}"
-                ),
+                Event::Closed(None, _) => {
+                    panic!("server closed without a close code; messages before: {before:?}")
+                }
+                Event::Eof => {
+                    panic!("connection ended without a close frame; messages before: {before:?}")
+                }
                 Event::Error(e) => panic!(
                     "connection failed without a close frame ({e}); messages before: {before:?}"
                 ),
@@ -1125,7 +1160,10 @@ impl Ws {
             "expected close {code}, got {} ({:?}); before: {:?}",
             c.code, c.reason, c.before
         );
-        assert!(!c.reason.trim().is_empty(), "close {code} must carry a reason");
+        assert!(
+            !c.reason.trim().is_empty(),
+            "close {code} must carry a reason"
+        );
         c
     }
 
@@ -1133,7 +1171,11 @@ impl Ws {
     /// `Err` describes what happened instead of a close frame.
     pub async fn wait_close_after_send(&mut self, bytes: Vec<u8>) -> Result<Closed, String> {
         let Ws {
-            tx, rx, inbox, closed, ..
+            tx,
+            rx,
+            inbox,
+            closed,
+            ..
         } = self;
         let send = async {
             let _ = tokio::time::timeout(WAIT, tx.send(Message::Binary(bytes.into()))).await;
@@ -1144,9 +1186,7 @@ impl Ws {
             loop {
                 match tokio::time::timeout_at(deadline, rx.next()).await {
                     Err(_) => {
-                        return Err(format!(
-                            "no close within {WAIT:?}; messages: {before:?}"
-                        ))
+                        return Err(format!("no close within {WAIT:?}; messages: {before:?}"))
                     }
                     Ok(None) => {
                         return Err(format!(

@@ -381,7 +381,9 @@ async fn worker(
         if target == Target::Nats {
             parsers.push(nats::NatsParser::default());
         }
-        streams.push(stream.map(move |m| (i, m)));
+        // A `None` after the last message: SelectAll drops ended streams silently.
+        let end = futures_util::stream::once(std::future::ready((i, None)));
+        streams.push(stream.map(move |m| (i, Some(m))).chain(end));
     }
     loop {
         let next = tokio::select! {
@@ -396,6 +398,12 @@ async fn worker(
                 let _ = (&mut stop).await;
                 break;
             }
+        };
+        let Some(msg) = msg else {
+            if !std::mem::replace(&mut closed[i], true) {
+                stats.close(|| "the server closed the TCP connection".to_owned());
+            }
+            continue;
         };
         let data = match msg {
             Ok(Message::Binary(b)) => b,
@@ -670,13 +678,14 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
                 break;
             }
         };
-        // Drain: wait until every expected delivery arrived, or nothing moved for 1 s (10 s at most).
+        // Drain: wait until every expected delivery arrived, or nothing moved for
+        // 2 s (15 s at most). `drain` ends at the last delivery seen.
         expected_total += published.count * a.subscribers as u64;
         let drain_start = Instant::now();
         let (mut last, mut last_change) = (delivered(), Instant::now());
         while delivered() < expected_total
-            && last_change.elapsed() < Duration::from_secs(1)
-            && drain_start.elapsed() < Duration::from_secs(10)
+            && last_change.elapsed() < Duration::from_secs(2)
+            && drain_start.elapsed() < Duration::from_secs(15)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
             let now = delivered();
@@ -684,8 +693,8 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
                 (last, last_change) = (now, Instant::now());
             }
         }
-        let drain = drain_start.elapsed();
         last = delivered();
+        let drain = last_change.saturating_duration_since(drain_start);
         let server_cpu_s = match (cpu0, server_pid.as_deref().and_then(cpu_seconds)) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
@@ -725,7 +734,8 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
         let h = &st.latency_ns;
         let expected = run.published.count * a.subscribers as u64;
         let secs = run.published.elapsed.as_secs_f64();
-        let dps = st.deliveries as f64 / secs;
+        // Over the publishing time plus the time the last deliveries took to arrive.
+        let dps = st.deliveries as f64 / (secs + run.drain.as_secs_f64());
         let loss_pct = 100.0 * (expected as f64 - st.deliveries as f64) / expected.max(1) as f64;
         let per_cpu = run
             .server_cpu_s

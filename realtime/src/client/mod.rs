@@ -35,6 +35,7 @@
 
 mod backoff;
 mod conn;
+mod socket;
 mod subscription;
 mod tracker;
 
@@ -270,13 +271,13 @@ impl Client {
         token: impl Into<String>,
         opts: ClientOptions,
     ) -> Result<Client, ClientError> {
-        let url = conn::normalize_url(url)?;
+        let url = socket::normalize_url(url)?;
         let token = token.into();
-        conn::check_token(&token)?;
-        let ws = match conn::open(url.clone(), token.clone(), opts.clone()).await {
+        socket::check_token(&token)?;
+        let ws = match socket::open(url.clone(), token.clone(), opts.clone()).await {
             Ok(ws) => ws,
-            Err(conn::ConnectError::Unauthorized(_)) => return Err(ClientError::Unauthenticated),
-            Err(conn::ConnectError::Other(e)) => return Err(ClientError::Connect(e)),
+            Err(socket::ConnectError::Unauthorized(_)) => return Err(ClientError::Unauthenticated),
+            Err(socket::ConnectError::Other(e)) => return Err(ClientError::Connect(e)),
         };
         let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
         let (pub_tx, pub_rx) = mpsc::channel(opts.publish_queue.max(1));
@@ -411,7 +412,7 @@ impl Client {
     /// stored (and checked on the next upgrade).
     pub async fn set_token(&self, token: impl Into<String>) -> Result<(), ClientError> {
         let token = token.into();
-        conn::check_token(&token)?;
+        socket::check_token(&token)?;
         let (tx, rx) = oneshot::channel();
         self.send_ctrl(Ctrl::Auth { token, reply: tx })?;
         self.wait(rx).await

@@ -187,7 +187,7 @@ impl SubQueue {
     }
 
     #[cfg(test)]
-    fn try_pop(&self) -> Option<Event> {
+    pub(crate) fn try_pop(&self) -> Option<Event> {
         self.state.lock().pop()
     }
 }

@@ -13,26 +13,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue, StatusCode, Uri};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStream};
 
 use super::backoff::Backoff;
-use super::subscription::{Event, SubQueue};
-use super::tracker::{GapInfo, ItemVerdict, Tracker};
+use super::socket::{open, write_loop, ConnectError, WriterMsg, Ws};
+use super::subscription::SubQueue;
+use super::tracker::Tracker;
 use super::{ClientError, ClientOptions, CloseInfo, Shared};
-use crate::protocol::{decode_server_frame, Request, RequestId, ServerMessage};
+use crate::protocol::Request;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+mod incoming;
+
 /// (cache, topic)
 type Key = (String, String);
 
@@ -139,11 +137,6 @@ impl SubState {
     fn abandoned(&self) -> bool {
         self.reply.as_ref().is_some_and(|r| r.is_closed())
     }
-}
-
-enum WriterMsg {
-    Frame(Vec<u8>),
-    Close(CloseFrame),
 }
 
 /// Why the serving loop stopped.
@@ -706,313 +699,209 @@ impl Task {
             self.push_out(o);
         }
     }
-
-    fn on_frame(&mut self, msg: Message) -> Result<(), Break> {
-        match msg {
-            Message::Binary(frame) => {
-                let msgs = decode_server_frame(&frame).map_err(|e| {
-                    Break::Protocol(format!("undecodable frame from the server: {e}"))
-                })?;
-                for m in msgs {
-                    self.on_message(m)?;
-                }
-                Ok(())
-            }
-            Message::Text(_) => Err(Break::Protocol("text frame from the server".into())),
-            Message::Close(frame) => Err(Break::ServerClose(match frame {
-                Some(f) => CloseInfo {
-                    code: f.code.into(),
-                    reason: f.reason.as_str().to_owned(),
-                },
-                None => CloseInfo {
-                    code: 1005,
-                    reason: "closed without a status code".into(),
-                },
-            })),
-            // tungstenite answers pings itself.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
-        }
-    }
-
-    fn take_pending(&mut self, id: Option<&RequestId>) -> Option<Pending> {
-        match id {
-            Some(RequestId::Unsigned(n)) => self.pending.remove(n),
-            _ => None,
-        }
-    }
-
-    fn on_message(&mut self, m: ServerMessage) -> Result<(), Break> {
-        match m {
-            ServerMessage::Ok { id, seq, epoch } => match self.take_pending(id.as_ref()) {
-                Some(Pending::Publish(r)) => {
-                    let _ = r.send(seq.ok_or_else(|| {
-                        ClientError::Protocol("`ok` to a `pub` without `seq`".into())
-                    }));
-                }
-                Some(Pending::Ping(r)) => {
-                    let _ = r.send(Ok(()));
-                }
-                Some(Pending::Auth { token, reply }) => {
-                    self.token = token;
-                    self.token_gen += 1;
-                    self.conn_token_gen = self.token_gen;
-                    let _ = reply.send(Ok(()));
-                }
-                Some(Pending::Sub { key, sub_id }) => {
-                    self.on_sub_ok(key, sub_id, seq.unwrap_or(0), epoch)
-                }
-                Some(Pending::Unsub(r)) => {
-                    if let Some(r) = r {
-                        let _ = r.send(Ok(()));
-                    }
-                }
-                None => {}
-            },
-            ServerMessage::Err { id, code, message } => {
-                let err = ClientError::Server { code, message };
-                match self.take_pending(id.as_ref()) {
-                    None => tracing::warn!(error = %err, "the server refused a request"),
-                    Some(Pending::Publish(r)) => {
-                        let _ = r.send(Err(err));
-                    }
-                    Some(Pending::Ping(r)) | Some(Pending::Unsub(Some(r))) => {
-                        let _ = r.send(Err(err));
-                    }
-                    Some(Pending::Auth { reply, .. }) => {
-                        let _ = reply.send(Err(err));
-                    }
-                    Some(Pending::Unsub(None)) => {}
-                    Some(Pending::Sub { key, sub_id }) => return self.on_sub_err(key, sub_id, err),
-                }
-            }
-            ServerMessage::Item {
-                cache,
-                topic,
-                seq,
-                value,
-                from,
-            } => {
-                if let Some(s) = self.subs.get_mut(&(cache, topic)) {
-                    if let ItemVerdict::Deliver(gap) = s.tracker.on_item(seq) {
-                        if let Some(g) = gap {
-                            s.queue.push(gap_event(g));
-                        }
-                        s.queue.push(Event::Item { seq, value, from });
-                    }
-                }
-            }
-            ServerMessage::Gap {
-                cache,
-                topic,
-                last,
-                next,
-            } => {
-                if let Some(s) = self.subs.get_mut(&(cache, topic)) {
-                    if let Some(g) = s.tracker.on_gap(last, next) {
-                        s.queue.push(gap_event(g));
-                    }
-                }
-            }
-            ServerMessage::Pong { id } => {
-                if let Some(RequestId::Unsigned(n)) = id {
-                    if matches!(self.pending.get(&n), Some(Pending::Ping(_))) {
-                        if let Some(Pending::Ping(r)) = self.pending.remove(&n) {
-                            let _ = r.send(Ok(()));
-                        }
-                    }
-                }
-            }
-            ServerMessage::Hb => {}
-        }
-        Ok(())
-    }
-
-    fn on_sub_ok(&mut self, key: Key, sub_id: u64, seq: u64, epoch: Option<String>) {
-        let Some(s) = self.subs.get_mut(&key).filter(|s| s.sub_id == sub_id) else {
-            return; // unsubscribed meanwhile; the `unsub` is on its way
-        };
-        s.tracker.on_ok(seq, epoch.clone());
-        if let Some(reply) = s.reply.take() {
-            if reply.send(Ok(SubOk { seq, epoch })).is_err() {
-                // The caller stopped waiting: nobody would ever read this.
-                self.subs.remove(&key);
-                if self.online {
-                    self.send_unsub(key, None);
-                }
-            }
-        }
-    }
-
-    fn on_sub_err(&mut self, key: Key, sub_id: u64, err: ClientError) -> Result<(), Break> {
-        let Some(s) = self.subs.get(&key).filter(|s| s.sub_id == sub_id) else {
-            return Ok(());
-        };
-        let transient = matches!(
-            err.code(),
-            Some("rate_limited" | "unavailable" | "internal")
-        );
-        if s.reply.is_none() && transient {
-            // A re-subscribe after a reconnect: try again on a new connection
-            // rather than ending a stream the consumer relies on.
-            return Err(Break::Lost(format!(
-                "re-subscribing to {}/{} failed: {err}",
-                key.0, key.1
-            )));
-        }
-        if let Some(mut s) = self.subs.remove(&key) {
-            match s.reply.take() {
-                Some(r) => {
-                    let _ = r.send(Err(err));
-                }
-                None => s.queue.end(Some(err)),
-            }
-        }
-        Ok(())
-    }
-}
-
-fn gap_event(g: GapInfo) -> Event {
-    Event::Gap {
-        last: g.last,
-        next: g.next,
-        epoch: g.epoch,
-    }
-}
-
-/// Writes frames as they come; frames queued together are flushed once.
-async fn write_loop(
-    mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::Receiver<WriterMsg>,
-) -> Result<(), WsError> {
-    while let Some(msg) = rx.recv().await {
-        let mut next = Some(msg);
-        while let Some(msg) = next.take() {
-            match msg {
-                WriterMsg::Frame(f) => sink.feed(Message::Binary(f.into())).await?,
-                WriterMsg::Close(frame) => {
-                    sink.send(Message::Close(Some(frame))).await?;
-                    return Ok(());
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        sink.flush().await?;
-    }
-    Ok(())
-}
-
-pub(super) enum ConnectError {
-    Unauthorized(String),
-    Other(String),
-}
-
-/// One connection attempt: TCP, upgrade with the bearer token, within the
-/// connect timeout.
-pub(super) async fn open(
-    url: String,
-    token: String,
-    opts: ClientOptions,
-) -> Result<Ws, ConnectError> {
-    let mut req = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| ConnectError::Other(e.to_string()))?;
-    let auth = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| ConnectError::Unauthorized("the token is not a valid header value".into()))?;
-    req.headers_mut().insert(AUTHORIZATION, auth);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(opts.read_buffer_bytes.max(256))
-        .max_message_size(Some(opts.max_incoming_frame_bytes))
-        .max_frame_size(Some(opts.max_incoming_frame_bytes));
-    let attempt = connect_async_with_config(req, Some(config), true);
-    match tokio::time::timeout(opts.connect_timeout, attempt).await {
-        Err(_) => Err(ConnectError::Other(format!(
-            "no connection within {:?}",
-            opts.connect_timeout
-        ))),
-        Ok(Ok((ws, _response))) => Ok(ws),
-        Ok(Err(WsError::Http(resp))) => {
-            let body = resp
-                .body()
-                .as_deref()
-                .map(|b| String::from_utf8_lossy(&b[..b.len().min(512)]).into_owned())
-                .unwrap_or_default();
-            let msg = format!("HTTP {}: {body}", resp.status());
-            if resp.status() == StatusCode::UNAUTHORIZED {
-                Err(ConnectError::Unauthorized(msg))
-            } else {
-                Err(ConnectError::Other(msg))
-            }
-        }
-        Ok(Err(e)) => Err(ConnectError::Other(e.to_string())),
-    }
-}
-
-/// `ws://host:port` gets the protocol's path `/v1/ws`; `http(s)://` becomes
-/// `ws(s)://`; a URL with a path is used as given.
-pub(super) fn normalize_url(url: &str) -> Result<String, ClientError> {
-    let bad = |why: &str| ClientError::InvalidArgument(format!("bad URL {url:?}: {why}"));
-    let uri: Uri = url
-        .parse()
-        .map_err(|e: tokio_tungstenite::tungstenite::http::uri::InvalidUri| bad(&e.to_string()))?;
-    let url = match uri.scheme_str() {
-        Some("ws") | Some("wss") => url.to_owned(),
-        Some("http") => format!("ws{}", &url[4..]),
-        Some("https") => format!("wss{}", &url[5..]),
-        _ => return Err(bad("expected ws://host:port")),
-    };
-    if uri.host().is_none() {
-        return Err(bad("no host"));
-    }
-    let bare = uri
-        .path_and_query()
-        .is_none_or(|pq| pq.as_str().is_empty() || pq.as_str() == "/");
-    Ok(if bare {
-        format!("{}/v1/ws", url.trim_end_matches('/'))
-    } else {
-        url
-    })
-}
-
-pub(super) fn check_token(token: &str) -> Result<(), ClientError> {
-    if token.is_empty() || HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
-        return Err(ClientError::InvalidArgument(
-            "the token must be non-empty and printable ASCII".into(),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::subscription::Event;
+    use crate::protocol::{decode_messages, ServerMessage, Value};
 
-    #[test]
-    fn urls() {
-        assert_eq!(
-            normalize_url("ws://127.0.0.1:8080").unwrap(),
-            "ws://127.0.0.1:8080/v1/ws"
-        );
-        assert_eq!(normalize_url("ws://h:1/").unwrap(), "ws://h:1/v1/ws");
-        assert_eq!(normalize_url("http://h:1").unwrap(), "ws://h:1/v1/ws");
-        assert_eq!(normalize_url("https://h").unwrap(), "wss://h/v1/ws");
-        assert_eq!(
-            normalize_url("ws://h:1/custom/ws").unwrap(),
-            "ws://h:1/custom/ws"
-        );
-        assert_eq!(
-            normalize_url("ws://h:1/v1/ws?x=1").unwrap(),
-            "ws://h:1/v1/ws?x=1"
-        );
-        for bad in ["", "h:1", "ftp://h", "not a url"] {
-            assert!(normalize_url(bad).is_err(), "{bad}");
+    fn task(max_frame: usize) -> Task {
+        let (_ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
+        let (_pub_tx, pub_rx) = mpsc::channel(8);
+        Task::new(
+            "ws://h/v1/ws".into(),
+            "old-token".into(),
+            ClientOptions::default().with_max_frame_bytes(max_frame),
+            Arc::new(Shared::default()),
+            Arc::new(AtomicU64::new(1)),
+            ctrl_rx,
+            pub_rx,
+        )
+    }
+
+    fn publish(
+        t: &mut Task,
+        n: u8,
+        with_reply: bool,
+    ) -> Option<oneshot::Receiver<Result<u64, ClientError>>> {
+        let id = t.next_id();
+        let mut bytes = Vec::new();
+        Request::Pub {
+            id: with_reply.then(|| id.into()),
+            cache: "c".into(),
+            topic: "t".into(),
+            value: Value::Binary(vec![n; 20].into()),
         }
+        .encode_into(&mut bytes);
+        let (tx, rx) = oneshot::channel();
+        t.queue_publish(Publish {
+            id: with_reply.then_some(id),
+            bytes,
+            reply: with_reply.then_some(tx),
+        });
+        with_reply.then_some(rx)
     }
 
     #[test]
-    fn tokens() {
-        assert!(check_token("eyJ.abc.def").is_ok());
-        assert!(check_token("").is_err());
-        assert!(check_token("a\nb").is_err());
+    fn queued_messages_share_frames_up_to_the_limit() {
+        let mut t = task(100);
+        for n in 0..7 {
+            publish(&mut t, n, false);
+        }
+        let sizes: Vec<usize> = std::iter::from_fn(|| {
+            (!t.unsent.is_empty()).then(|| {
+                let frame = t.take_frame();
+                let msgs: Vec<_> = decode_messages(&frame).collect::<Result<_, _>>().unwrap();
+                assert!(frame.len() <= 100);
+                msgs.len()
+            })
+        })
+        .collect();
+        // Each publish is ~40 bytes encoded: two fit in a 100-byte frame.
+        assert_eq!(sizes, [2, 2, 2, 1]);
+        assert_eq!(t.unsent_bytes, 0);
+
+        // A message larger than the limit still goes out, alone.
+        let mut t = task(10);
+        publish(&mut t, 1, false);
+        publish(&mut t, 2, false);
+        assert_eq!(decode_messages(&t.take_frame()).count(), 1);
+        assert_eq!(t.unsent.len(), 1);
+    }
+
+    #[test]
+    fn a_lost_connection_fails_what_was_written_and_keeps_what_was_not() {
+        let mut t = task(1024 * 1024);
+        t.online = true;
+        let mut written = publish(&mut t, 1, true).unwrap();
+        let (auth_tx, mut auth_rx) = oneshot::channel();
+        t.on_ctrl(Some(Ctrl::Auth {
+            token: "new-token".into(),
+            reply: auth_tx,
+        }));
+        let _ = t.take_frame(); // the publish and the auth are on the wire
+        let mut queued = publish(&mut t, 2, true).unwrap();
+        let (sub_tx, _sub_rx) = oneshot::channel();
+        t.on_ctrl(Some(Ctrl::Subscribe {
+            sub_id: 1,
+            key: ("c".into(), "t".into()),
+            resume: None,
+            queue: Arc::new(SubQueue::new(4)),
+            reply: sub_tx,
+        }));
+        assert_eq!(t.unsent.len(), 2);
+
+        t.online = false;
+        t.abandon_in_flight(&CloseInfo {
+            code: 1006,
+            reason: "gone".into(),
+        });
+        assert!(matches!(
+            written.try_recv(),
+            Ok(Err(ClientError::Closed { code: 1006, .. }))
+        ));
+        // The refreshed token is what the next upgrade will carry.
+        assert_eq!(auth_rx.try_recv(), Ok(Ok(())));
+        assert_eq!(t.token, "new-token");
+        assert_ne!(t.token_gen, t.conn_token_gen);
+        // The unsent publish waits for the next connection; the `sub` is re-derived.
+        assert!(queued.try_recv().is_err());
+        assert_eq!(t.unsent.len(), 1);
+        assert_eq!(t.pending.len(), 1);
+        t.resubscribe_all();
+        let frame = t.take_frame();
+        let ops: Vec<String> = decode_messages(&frame).map(|m| m.unwrap().op).collect();
+        assert_eq!(ops, ["sub", "pub"]);
+    }
+
+    #[test]
+    fn incoming_messages_reach_the_right_places() {
+        let mut t = task(1024 * 1024);
+        t.online = true;
+        let queue = Arc::new(SubQueue::new(16));
+        let (sub_tx, mut sub_rx) = oneshot::channel();
+        t.on_ctrl(Some(Ctrl::Subscribe {
+            sub_id: 7,
+            key: ("c".into(), "t".into()),
+            resume: None,
+            queue: queue.clone(),
+            reply: sub_tx,
+        }));
+        let sub_id = t.pending.keys().copied().next().unwrap();
+        let item = |seq| ServerMessage::Item {
+            cache: "c".into(),
+            topic: "t".into(),
+            seq,
+            value: Value::Text("v".into()),
+            from: "p".into(),
+        };
+        // Before the `ok` nothing is delivered; after it, duplicates are dropped
+        // and jumps become gaps.
+        t.on_message(item(1)).unwrap_or_else(|_| panic!());
+        let ok = ServerMessage::Ok {
+            id: Some(sub_id.into()),
+            seq: Some(4),
+            epoch: Some("e".into()),
+        };
+        t.on_message(ok).unwrap_or_else(|_| panic!());
+        assert!(matches!(sub_rx.try_recv(), Ok(Ok(SubOk { seq: 4, .. }))));
+        for seq in [4, 5, 5, 8] {
+            t.on_message(item(seq)).unwrap_or_else(|_| panic!());
+        }
+        let gap = ServerMessage::Gap {
+            cache: "c".into(),
+            topic: "t".into(),
+            last: 8,
+            next: 11,
+        };
+        t.on_message(gap).unwrap_or_else(|_| panic!());
+        let other_topic = ServerMessage::Item {
+            cache: "c".into(),
+            topic: "other".into(),
+            seq: 1,
+            value: Value::Text("x".into()),
+            from: "p".into(),
+        };
+        t.on_message(other_topic).unwrap_or_else(|_| panic!());
+        let got: Vec<_> = std::iter::from_fn(|| queue.try_pop())
+            .map(|e| match e {
+                Event::Item { seq, .. } => format!("i{seq}"),
+                Event::Gap { last, next, .. } => format!("g{last}-{next}"),
+            })
+            .collect();
+        assert_eq!(got, ["i5", "g5-8", "i8", "g8-11"]);
+
+        // Replies by id; unknown ids are ignored.
+        let mut p = publish(&mut t, 1, true).unwrap();
+        let id = *t.pending.keys().max().unwrap();
+        let err = ServerMessage::Err {
+            id: Some(id.into()),
+            code: "too_large".into(),
+            message: "big".into(),
+        };
+        t.on_message(err).unwrap_or_else(|_| panic!());
+        assert_eq!(p.try_recv().unwrap().unwrap_err().code(), Some("too_large"));
+        let stray = ServerMessage::Ok {
+            id: Some(9999u64.into()),
+            seq: None,
+            epoch: None,
+        };
+        t.on_message(stray).unwrap_or_else(|_| panic!());
+    }
+
+    #[test]
+    fn undecodable_frames_are_protocol_errors() {
+        let mut t = task(1024);
+        assert!(matches!(
+            t.on_frame(Message::Binary(vec![0xc1, 0x00].into())),
+            Err(Break::Protocol(_))
+        ));
+        assert!(matches!(
+            t.on_frame(Message::text("hi")),
+            Err(Break::Protocol(_))
+        ));
+        assert!(t.on_frame(Message::Binary(Vec::new().into())).is_ok());
     }
 }

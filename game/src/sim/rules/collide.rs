@@ -1,0 +1,127 @@
+//! Collision of a squirrel's square box with trees and the map border.
+//!
+//! Movement is resolved one axis at a time (x, then y), so a squirrel pushing
+//! diagonally into a wall slides along it. Long moves are cut into steps of at
+//! most [`MAX_STEP`] tiles so that no move can tunnel through a tree.
+
+use crate::sim::components::Vec2;
+use crate::sim::map::Map;
+use crate::sim::params::SQUIRREL_HALF;
+
+/// Longest sub-step, in tiles (less than a tile, so no tile is skipped).
+pub const MAX_STEP: f32 = 0.45;
+/// Gap left between a squirrel and what it bumps into, in tiles.
+const GAP: f32 = 1e-3;
+
+/// Where a squirrel at `from` ends up after trying to move by `delta`.
+pub fn slide(map: &Map, from: Vec2, delta: Vec2) -> Vec2 {
+    let longest = delta.x.abs().max(delta.y.abs());
+    if longest == 0.0 || !longest.is_finite() {
+        return from;
+    }
+    let steps = (longest / MAX_STEP).ceil().clamp(1.0, 64.0) as u32;
+    let step = delta * (1.0 / steps as f32);
+    let mut p = from;
+    for _ in 0..steps {
+        let x = move_axis(map, p.x, p.y, step.x, true);
+        let y = move_axis(map, p.y, x, step.y, false);
+        if x == p.x && y == p.y {
+            break;
+        }
+        p = Vec2::new(x, y);
+    }
+    p
+}
+
+/// Moves coordinate `a` by `d` along one axis; `b` is the other coordinate.
+fn move_axis(map: &Map, a: f32, b: f32, d: f32, horizontal: bool) -> f32 {
+    if d == 0.0 {
+        return a;
+    }
+    let h = SQUIRREL_HALF;
+    let solid = |ta: i32, tb: i32| {
+        if horizontal {
+            map.is_solid(ta, tb)
+        } else {
+            map.is_solid(tb, ta)
+        }
+    };
+    // Tiles the box covers on the other axis.
+    let b0 = (b - h).floor() as i32;
+    let b1 = (b + h - GAP * 0.5).floor() as i32;
+    let na = a + d;
+    if d > 0.0 {
+        let t = (na + h).floor() as i32;
+        if (b0..=b1).any(|tb| solid(t, tb)) {
+            return (t as f32 - h - GAP).max(a);
+        }
+    } else {
+        let t = (na - h).floor() as i32;
+        if (b0..=b1).any(|tb| solid(t, tb)) {
+            return ((t + 1) as f32 + h + GAP).min(a);
+        }
+    }
+    na
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::rules::testkit::{tile_centre, TEST_MAP};
+
+    fn map() -> Map {
+        Map::parse(TEST_MAP).expect("map")
+    }
+
+    #[test]
+    fn free_movement_is_exact() {
+        let m = map();
+        let p = slide(&m, tile_centre(3, 3), Vec2::new(0.2, -0.1));
+        assert!((p.x - 3.7).abs() < 1e-6 && (p.y - 3.4).abs() < 1e-6, "{p:?}");
+    }
+
+    #[test]
+    fn stops_at_a_tree_and_slides_along_it() {
+        let m = map();
+        // Tree block covers tiles x 5..=6, y 4..=5. Walk right into it from (3.5, 4.5).
+        let mut p = tile_centre(3, 4);
+        for _ in 0..20 {
+            p = slide(&m, p, Vec2::new(0.2, 0.0));
+        }
+        assert!(p.x <= 5.0 - SQUIRREL_HALF && p.x > 5.0 - SQUIRREL_HALF - 0.01, "{p:?}");
+        // Diagonally into the same face: x is blocked, y still moves.
+        let q = slide(&m, p, Vec2::new(0.2, 0.2));
+        assert_eq!(q.x, p.x);
+        assert!((q.y - (p.y + 0.2)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn borders_are_walls() {
+        let m = map();
+        let mut p = tile_centre(1, 6);
+        for _ in 0..50 {
+            p = slide(&m, p, Vec2::new(-0.3, 0.3));
+        }
+        // Left border tree column is x = 0, bottom tree row is y = 8.
+        assert!((p.x - (1.0 + SQUIRREL_HALF)).abs() < 0.01, "{p:?}");
+        assert!((p.y - (8.0 - SQUIRREL_HALF)).abs() < 0.01, "{p:?}");
+    }
+
+    #[test]
+    fn long_moves_do_not_tunnel() {
+        let m = map();
+        // A 3-tile move right from x 3.5 must stop before the tree at x = 5.
+        let p = slide(&m, tile_centre(3, 4), Vec2::new(3.0, 0.0));
+        assert!(p.x < 5.0 - SQUIRREL_HALF + 1e-6, "{p:?}");
+    }
+
+    #[test]
+    fn hostile_deltas_are_harmless() {
+        let m = map();
+        let from = tile_centre(3, 3);
+        assert_eq!(slide(&m, from, Vec2::new(f32::NAN, 0.0)), from);
+        assert_eq!(slide(&m, from, Vec2::new(f32::INFINITY, 1.0)), from);
+        let p = slide(&m, from, Vec2::new(1e9, 1e9));
+        assert!(p.x > 0.0 && p.x < 12.0 && p.y > 0.0 && p.y < 9.0, "{p:?}");
+    }
+}
