@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fan-out benchmark: Acorn vs nats-server (WebSocket), same generator, same run.
 #
-#   bench/fanout.sh            full run (3 repeats, 4 rates per size; about 10 minutes)
-#   bench/fanout.sh --quick    smoke run (1 repeat, 2 rates per size, shorter phases)
+#   bench/fanout.sh            full run (3 repeats, up to 7 rates per size; about 10 minutes)
+#   bench/fanout.sh --quick    smoke run (1 repeat, 2 rates per size, shorter phases; about 1.5 minutes)
 #   options: --no-build (use the existing target/release/acorn), --no-nats, --no-idle,
 #            --out DIR (default target/bench)
 #
@@ -33,17 +33,18 @@ done
 
 if [ "$QUICK" = 1 ]; then
   REPEATS=1 DURATION=3 WARMUP=1
-  RATES_1K="500,2000" RATES_10K="50,200"
+  RATES_1K="250,1000" RATES_10K="25,100"
   IDLE_HOLD=8
 else
-  REPEATS=3 DURATION=5 WARMUP=1
-  RATES_1K="250,500,1000,2000"
-  RATES_10K="25,50,100,200"
+  # Each size runs until a rate delivers under 80 % of what it offers (or loses > 5 %).
+  REPEATS=3 DURATION=4 WARMUP=1
+  RATES_1K="100,250,500,1000,1500,2000,3000"
+  RATES_10K="10,25,50,100,150,200,300"
   IDLE_HOLD=20 # past the 15 s heartbeat, so heartbeat buffers are counted too
 fi
 IDLE_CONNS=10000
 
-BIN="$ROOT/target/release/acorn"
+BIN="${ACORN_BIN:-$ROOT/target/release/acorn}"
 NATS_BIN=$(command -v nats-server || true)
 [ -z "$NATS_BIN" ] && [ -x /usr/sbin/nats-server ] && NATS_BIN=/usr/sbin/nats-server
 if [ "$NATS" = 1 ] && [ -z "$NATS_BIN" ]; then

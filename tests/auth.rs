@@ -193,11 +193,11 @@ async fn http_publish_refuses_missing_bad_and_expired_tokens_with_401() {
 #[tokio::test]
 async fn ws_upgrade_without_or_with_bad_token_is_refused_with_401() {
     let srv = TestServer::start(&[]);
-    assert_eq!(
-        srv.ws_refused_status(None, TokenIn::Header).await,
-        401,
-        "no token"
-    );
+    let (status, body) = srv.ws_refused(None, TokenIn::Header).await;
+    assert_eq!(status, 401, "no token");
+    let body: serde_json::Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("401 body is not JSON ({e}): {body:?}"));
+    assert_http_error(&(status, body), 401, "unauthenticated");
     for (what, tok) in bad_tokens() {
         for how in [TokenIn::Header, TokenIn::Query] {
             let s = srv.ws_refused_status(Some(&tok), how).await;

@@ -371,3 +371,33 @@ async fn minting_with_bad_input_is_bad_request() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn connection_limit_refuses_further_upgrades_with_503_unavailable() {
+    let srv = TestServer::start(&[("ACORN_MAX_CONNECTIONS", "2")]);
+    let tok = srv.mint_all("crowd").await;
+    let mut a = srv.ws(&tok).await;
+    let b = srv.ws(&tok).await;
+    let (status, body) = srv.ws_refused(Some(&tok), TokenIn::Header).await;
+    let body: serde_json::Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("503 body is not JSON ({e}): {body:?}"));
+    assert_http_error(&(status, body), 503, "unavailable");
+    // HTTP publishing is not a connection: it still works.
+    assert_eq!(srv.publish_text(&tok, C, "crowd", "x").await, 1);
+    a.ping(1).await;
+    // Closing one makes room again (allow the server a moment to notice).
+    b.close().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Ws::connect(srv.addr, Some(&tok), TokenIn::Header, None).await {
+            Ok(mut c) => {
+                c.ping(2).await;
+                break;
+            }
+            Err(ConnectError::Status(503, _)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("after a close, a new connection should be accepted: {e}"),
+        }
+    }
+}

@@ -465,3 +465,66 @@ async fn heartbeat_is_sent_on_an_idle_connection() {
     // The connection is still usable.
     ws.ping(1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_give_every_subscriber_the_same_single_order() {
+    let srv = std::sync::Arc::new(TestServer::start(&[]));
+    let tok = srv.mint_all("conc").await;
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        let mut s = srv.ws(&tok).await;
+        s.sub(1, C, "conc").await;
+        subs.push(s);
+    }
+    let per = 50u64;
+    let mut tasks = Vec::new();
+    for p in 0..2u64 {
+        let mut ws = srv.ws(&tok).await;
+        tasks.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..per {
+                let v = format!("ws{p}-{i}");
+                let seq = ws.publish(i, C, "conc", text(&v)).await;
+                acks.push((seq, v));
+            }
+            acks
+        }));
+    }
+    for p in 0..2u64 {
+        let srv = srv.clone();
+        let tok = tok.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..per {
+                let v = format!("http{p}-{i}");
+                acks.push((srv.publish_text(&tok, C, "conc", &v).await, v));
+            }
+            acks
+        }));
+    }
+    let mut acked = std::collections::BTreeMap::new();
+    for t in tasks {
+        for (seq, v) in t.await.unwrap() {
+            assert!(
+                acked.insert(seq, v).is_none(),
+                "seq {seq} acknowledged twice"
+            );
+        }
+    }
+    let total = 4 * per;
+    assert_eq!(
+        acked.keys().copied().collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    for (n, s) in subs.iter_mut().enumerate() {
+        for want in 1..=total {
+            let it = s.recv().await;
+            assert_eq!(it.assert_item(C, "conc"), want, "subscriber {n}: seq order");
+            assert_eq!(
+                it.value(),
+                &text(&acked[&want]),
+                "subscriber {n}: seq {want} carries the value acknowledged with it"
+            );
+        }
+    }
+}

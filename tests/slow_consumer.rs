@@ -2,7 +2,7 @@
 //! dropped (a `gap`), and one that stays over the queue cap past the timeout is
 //! closed 4503 — while a healthy subscriber on the same topic misses nothing.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use acorn_e2e::*;
 use tokio::sync::watch;
@@ -45,13 +45,30 @@ fn check_continuity(msgs: &[Msg], first: u64) -> (u64, u64) {
     (n_items, n_gaps)
 }
 
-/// Publishes COUNT items of VALUE bytes, never more than `window` ahead of
-/// what `healthy` (if any) has received.
-async fn publish_all(pubber: &mut Ws, healthy: Option<&mut watch::Receiver<u64>>, window: u64) {
+/// Publishes COUNT items of VALUE bytes as fast as the server takes them,
+/// never more than `window` ahead of what `healthy` (if any) has received;
+/// then keeps publishing one item every 50 ms for `trickle`, so a stalled
+/// subscriber stays over its queue cap for that long. Returns the last seq.
+async fn publish_all(
+    pubber: &mut Ws,
+    mut healthy: Option<&mut watch::Receiver<u64>>,
+    window: u64,
+    trickle: Duration,
+) -> u64 {
     let value = vec![0xabu8; VALUE];
-    let mut healthy = healthy;
     let mut seq = 0u64;
-    while seq < COUNT {
+    let mut trickle_until = None;
+    loop {
+        let batch = if seq < COUNT {
+            4u64.min(COUNT - seq)
+        } else {
+            let until = *trickle_until.get_or_insert_with(|| Instant::now() + trickle);
+            if Instant::now() >= until {
+                return seq;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            1
+        };
         if let Some(rx) = healthy.as_deref_mut() {
             let floor = seq.saturating_sub(window);
             tokio::time::timeout(WAIT, rx.wait_for(|&seen| seen >= floor))
@@ -59,7 +76,6 @@ async fn publish_all(pubber: &mut Ws, healthy: Option<&mut watch::Receiver<u64>>
                 .unwrap_or_else(|_| panic!("healthy subscriber stuck below seq {floor}"))
                 .expect("healthy reader alive");
         }
-        let batch = 4u64.min(COUNT - seq);
         let msgs: Vec<_> = (0..batch).map(|_| m_pub(None, C, T, bin(&value))).collect();
         pubber.send_many(&msgs).await;
         seq += batch;
@@ -85,10 +101,18 @@ async fn stalled_subscriber_is_closed_4503_and_a_healthy_one_misses_nothing() {
     let mut healthy = srv.ws(&tok).await;
     healthy.sub(1, C, T).await;
     let (seen_tx, mut seen_rx) = watch::channel(0u64);
+    let (last_tx, mut last_rx) = watch::channel(u64::MAX);
     let reader = tokio::spawn(async move {
         let mut seqs = Vec::new();
-        while seqs.last() != Some(&COUNT) {
-            let m = healthy.recv().await;
+        loop {
+            let last = *last_rx.borrow_and_update();
+            if seqs.last() == Some(&last) {
+                break;
+            }
+            let m = tokio::select! {
+                m = healthy.recv() => m,
+                _ = last_rx.changed() => continue,
+            };
             assert!(
                 m.is("item"),
                 "the healthy subscriber got {m:?} after {} items",
@@ -102,18 +126,24 @@ async fn stalled_subscriber_is_closed_4503_and_a_healthy_one_misses_nothing() {
     });
 
     let mut pubber = srv.ws(&tok).await;
-    // Window of 6 items (48 KiB) keeps the healthy subscriber far below the cap.
-    publish_all(&mut pubber, Some(&mut seen_rx), 6).await;
+    // A window of 6 items (48 KiB) keeps the healthy subscriber far below the
+    // cap; the trickle keeps the stalled one over it well past the timeout.
+    let last = publish_all(
+        &mut pubber,
+        Some(&mut seen_rx),
+        6,
+        Duration::from_millis(2500),
+    )
+    .await;
+    last_tx.send(last).unwrap();
 
     let (seqs, mut healthy) = reader.await.expect("healthy reader");
     assert_eq!(
         seqs,
-        (1..=COUNT).collect::<Vec<_>>(),
+        (1..=last).collect::<Vec<_>>(),
         "healthy subscriber: every seq once, in order"
     );
 
-    // The stalled one has been over the cap for longer than the timeout.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
     let closed = stalled.wait_close(Duration::from_secs(30)).await;
     let (n_items, n_gaps) = check_continuity(&closed.before, 1);
     eprintln!(
@@ -126,7 +156,7 @@ async fn stalled_subscriber_is_closed_4503_and_a_healthy_one_misses_nothing() {
         closed.reason
     );
     assert!(
-        n_items < COUNT,
+        n_items < last,
         "the stalled subscriber cannot have received everything"
     );
 
@@ -149,7 +179,9 @@ async fn briefly_stalled_subscriber_gets_a_gap_and_stays_open() {
         .expect("connect");
     stalled.sub(1, C, T).await;
     let mut pubber = srv.ws(&tok).await;
-    publish_all(&mut pubber, None, 0).await;
+    let t0 = Instant::now();
+    publish_all(&mut pubber, None, 0, Duration::ZERO).await;
+    eprintln!("published in {:?}", t0.elapsed());
 
     // Resume reading well within the timeout: items, at least one gap, no close.
     let mut msgs = Vec::new();
@@ -161,6 +193,7 @@ async fn briefly_stalled_subscriber_gets_a_gap_and_stays_open() {
             break;
         }
     }
+    eprintln!("read in {:?}", t0.elapsed());
     let (n_items, n_gaps) = check_continuity(&msgs, 1);
     eprintln!("briefly stalled subscriber: {n_items} items, {n_gaps} gaps");
     assert!(

@@ -58,12 +58,13 @@ impl Subscriber {
     fn offer(&mut self, topic: &Arc<TopicKey>, p: &Publication) -> bool {
         if !Arc::ptr_eq(&self.epoch, &p.epoch) && *self.epoch != *p.epoch {
             // The topic's sequence restarted under this subscriber.
-            self.outbox.push_gap(topic, self.last, p.seq);
+            self.outbox
+                .push_gap(topic, self.last, p.seq, Some(&p.epoch));
             self.epoch = p.epoch.clone();
         } else if p.seq <= self.last {
             return false;
         } else if p.seq > self.last + 1 {
-            self.outbox.push_gap(topic, self.last, p.seq);
+            self.outbox.push_gap(topic, self.last, p.seq, None);
         }
         self.outbox.push_item(topic, p.seq, &p.frame);
         self.last = p.seq;
@@ -230,7 +231,7 @@ fn replay(topic: &Arc<TopicKey>, outbox: &Outbox, resume: &Resume, history: &His
     let first_retained = history.items.first().map_or(position.seq + 1, |p| p.seq);
     if !same_epoch {
         // The sequence the client knew is gone: everything retained now is new to it.
-        outbox.push_gap(topic, resume.after, first_retained);
+        outbox.push_gap(topic, resume.after, first_retained, Some(&position.epoch));
         for p in &history.items {
             outbox.push_item(topic, p.seq, &p.frame);
         }
@@ -240,7 +241,7 @@ fn replay(topic: &Arc<TopicKey>, outbox: &Outbox, resume: &Resume, history: &His
         return;
     }
     if first_retained > resume.after + 1 {
-        outbox.push_gap(topic, resume.after, first_retained);
+        outbox.push_gap(topic, resume.after, first_retained, None);
     }
     for p in history.items.iter().filter(|p| p.seq > resume.after) {
         outbox.push_item(topic, p.seq, &p.frame);

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::Epoch;
 use crate::error::close;
 use crate::metrics::Metrics;
 use crate::names::TopicKey;
@@ -55,6 +56,7 @@ enum Entry {
         topic: Arc<TopicKey>,
         last: u64,
         next: u64,
+        epoch: Option<Epoch>,
     },
 }
 
@@ -78,6 +80,8 @@ struct PendingGap {
     topic: Arc<TopicKey>,
     last: u64,
     next: u64,
+    /// Set when what was dropped included a restart of the sequence.
+    epoch: Option<Epoch>,
 }
 
 /// Why and how the server closes a connection (code 0: without a close frame).
@@ -157,12 +161,14 @@ impl Outbox {
     }
 
     /// Queues a gap detected upstream (history gone, epoch changed, missed seqs).
-    pub fn push_gap(&self, topic: &Arc<TopicKey>, last: u64, next: u64) {
+    /// `epoch` is set when the gap is a restart of the topic's sequence.
+    pub fn push_gap(&self, topic: &Arc<TopicKey>, last: u64, next: u64, epoch: Option<&Epoch>) {
         self.metrics.gaps.inc();
         self.push_entry(Entry::Gap {
             topic: topic.clone(),
             last,
             next,
+            epoch: epoch.cloned(),
         });
     }
 
@@ -188,12 +194,17 @@ impl Outbox {
                 break;
             };
             s.item_bytes -= entry.cost();
-            let (topic, last, next) = match entry {
+            let (topic, last, next, epoch) = match entry {
                 Entry::Item { topic, seq, .. } => {
                     dropped += 1;
-                    (topic, seq.saturating_sub(1), seq + 1)
+                    (topic, seq.saturating_sub(1), seq + 1, None)
                 }
-                Entry::Gap { topic, last, next } => (topic, last, next),
+                Entry::Gap {
+                    topic,
+                    last,
+                    next,
+                    epoch,
+                } => (topic, last, next, epoch),
             };
             match s
                 .pending_gaps
@@ -203,8 +214,14 @@ impl Outbox {
                 Some(g) => {
                     g.last = g.last.min(last);
                     g.next = g.next.max(next);
+                    g.epoch = epoch.or(g.epoch.take());
                 }
-                None => s.pending_gaps.push(PendingGap { topic, last, next }),
+                None => s.pending_gaps.push(PendingGap {
+                    topic,
+                    last,
+                    next,
+                    epoch,
+                }),
             }
         }
         self.metrics.dropped_items.inc_by(dropped);
@@ -320,12 +337,17 @@ impl Outbox {
             packer.push(frame);
         }
         for g in gaps {
-            packer.push(encode_gap(&g.topic, g.last, g.next));
+            packer.push(encode_gap(&g.topic, g.last, g.next, g.epoch.as_deref()));
         }
         for entry in items {
             match entry {
                 Entry::Item { frame, .. } => packer.push(frame),
-                Entry::Gap { topic, last, next } => packer.push(encode_gap(&topic, last, next)),
+                Entry::Gap {
+                    topic,
+                    last,
+                    next,
+                    epoch,
+                } => packer.push(encode_gap(&topic, last, next, epoch.as_deref())),
             }
         }
         Drained::Frames(packer.finish())

@@ -404,6 +404,8 @@ pub enum ServerMessage {
         topic: String,
         last: u64,
         next: u64,
+        /// Set when the topic's sequence restarted: the new epoch.
+        epoch: Option<String>,
     },
     Pong {
         id: Option<RequestId>,
@@ -439,6 +441,7 @@ impl TryFrom<WireMessage> for ServerMessage {
                 topic: required(m.topic, op, "topic")?,
                 last: required(m.last, op, "last")?,
                 next: required(m.next, op, "next")?,
+                epoch: m.epoch,
             },
             "pong" => ServerMessage::Pong { id: m.id },
             "hb" => ServerMessage::Hb,
@@ -506,15 +509,20 @@ struct GapOut<'a> {
     topic: &'a str,
     last: u64,
     next: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
 }
 
-pub fn encode_gap(topic: &TopicKey, last: u64, next: u64) -> Bytes {
+/// Encodes a `gap`. `epoch` (an extra field, which older clients ignore) names
+/// the current epoch when the gap is because the topic's sequence restarted.
+pub fn encode_gap(topic: &TopicKey, last: u64, next: u64, epoch: Option<&str>) -> Bytes {
     encoded(&GapOut {
         op: "gap",
         cache: topic.cache(),
         topic: topic.topic(),
         last,
         next,
+        epoch,
     })
 }
 
@@ -735,7 +743,8 @@ mod tests {
         let mut f = Vec::new();
         f.extend_from_slice(&encode_ok(Some(&1u64.into()), Some(3), Some("ep")));
         f.extend_from_slice(&encode_item(&key, 4, &Value::Text("v".into()), "alice"));
-        f.extend_from_slice(&encode_gap(&key, 4, 9));
+        f.extend_from_slice(&encode_gap(&key, 4, 9, None));
+        f.extend_from_slice(&encode_gap(&key, 9, 1, Some("e2")));
         f.extend_from_slice(&encode_err(None, ErrorCode::TooLarge, "big"));
         f.extend_from_slice(&encode_pong(&RequestId::Text("p".into())));
         f.extend_from_slice(&encode_hb());
@@ -759,7 +768,15 @@ mod tests {
                     cache: "c".into(),
                     topic: "t".into(),
                     last: 4,
-                    next: 9
+                    next: 9,
+                    epoch: None
+                },
+                ServerMessage::Gap {
+                    cache: "c".into(),
+                    topic: "t".into(),
+                    last: 9,
+                    next: 1,
+                    epoch: Some("e2".into())
                 },
                 ServerMessage::Err {
                     id: None,

@@ -428,9 +428,14 @@ impl TestServer {
 
     /// Tries an upgrade that should be refused; returns the HTTP status.
     pub async fn ws_refused_status(&self, token: Option<&str>, how: TokenIn) -> u16 {
+        self.ws_refused(token, how).await.0
+    }
+
+    /// Tries an upgrade that should be refused; returns the HTTP status and body.
+    pub async fn ws_refused(&self, token: Option<&str>, how: TokenIn) -> (u16, String) {
         match Ws::connect(self.addr, token, how, None).await {
             Ok(_) => panic!("WebSocket upgrade was accepted, expected it to be refused"),
-            Err(ConnectError::Status(s, _)) => s,
+            Err(ConnectError::Status(s, body)) => (s, body),
             Err(e) => panic!("WebSocket upgrade failed without an HTTP status: {e}"),
         }
     }
@@ -631,24 +636,29 @@ pub struct Msg(pub Value);
 
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Keep huge binary values readable.
+        // Compact: {op: "item", seq: 3, value: <8192 bytes>}.
+        fn short(v: &Value) -> String {
+            match v {
+                Value::Binary(b) if b.len() > 32 => format!("<{} bytes>", b.len()),
+                Value::Binary(b) => format!("bin{b:?}"),
+                Value::String(s) if s.as_bytes().len() > 64 => {
+                    format!("<text of {} bytes>", s.as_bytes().len())
+                }
+                other => format!("{other}"),
+            }
+        }
         match &self.0 {
             Value::Map(entries) => {
-                let mut m = f.debug_map();
-                for (k, v) in entries {
-                    match v {
-                        Value::Binary(b) if b.len() > 32 => {
-                            m.entry(k, &format_args!("<{} bytes>", b.len()))
-                        }
-                        Value::String(s) if s.as_bytes().len() > 64 => {
-                            m.entry(k, &format_args!("<text of {} bytes>", s.as_bytes().len()))
-                        }
-                        _ => m.entry(k, v),
-                    };
-                }
-                m.finish()
+                let parts: Vec<String> = entries
+                    .iter()
+                    .map(|(k, v)| match k.as_str() {
+                        Some(k) => format!("{k}: {}", short(v)),
+                        None => format!("{}: {}", short(k), short(v)),
+                    })
+                    .collect();
+                write!(f, "{{{}}}", parts.join(", "))
             }
-            other => write!(f, "{other}"),
+            other => f.write_str(&short(other)),
         }
     }
 }
@@ -800,12 +810,44 @@ pub enum Event {
 }
 
 /// How a connection was closed by the server.
-#[derive(Debug)]
 pub struct Closed {
     pub code: u16,
     pub reason: String,
     /// Messages that arrived before the close frame.
     pub before: Vec<Msg>,
+}
+
+impl std::fmt::Debug for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "close {} {:?} after {}",
+            self.code,
+            self.reason,
+            summary(&self.before)
+        )
+    }
+}
+
+/// A short description of a list of messages: the count, the first and last few.
+pub fn summary<'a>(msgs: impl IntoIterator<Item = &'a Msg>) -> String {
+    let all: Vec<&Msg> = msgs.into_iter().collect();
+    let show = |ms: &[&Msg]| {
+        ms.iter()
+            .map(|m| format!("{m:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if all.len() <= 12 {
+        format!("{} message(s): [{}]", all.len(), show(&all))
+    } else {
+        format!(
+            "{} messages: [{}, ... {}]",
+            all.len(),
+            show(&all[..5]),
+            show(&all[all.len() - 5..])
+        )
+    }
 }
 
 /// A raw WebSocket client speaking PROTOCOL.md by hand.
@@ -852,6 +894,10 @@ impl Ws {
             .await
             .map_err(|_| ConnectError::Other("TCP connect timed out".into()))?
             .map_err(|e| ConnectError::Other(format!("TCP connect: {e}")))?;
+        // As browsers do: no Nagle delay on small frames.
+        stream
+            .set_nodelay(true)
+            .map_err(|e| ConnectError::Other(e.to_string()))?;
         let config = WebSocketConfig::default()
             .max_message_size(Some(256 << 20))
             .max_frame_size(Some(256 << 20));
@@ -989,13 +1035,13 @@ impl Ws {
                 panic!(
                     "connection closed ({code:?} {reason:?}) while waiting for {what}; \
                      unread: {:?}",
-                    self.inbox
+                    summary(&self.inbox)
                 );
             }
             match tokio::time::timeout_at(deadline, self.rx.next()).await {
                 Err(_) => panic!(
-                    "timed out after {WAIT:?} waiting for {what}; unread: {:?}",
-                    self.inbox
+                    "timed out after {WAIT:?} waiting for {what}; unread: {}",
+                    summary(&self.inbox)
                 ),
                 Ok(None) => panic!("connection ended while waiting for {what}"),
                 Ok(Some(Err(e))) => panic!("connection error while waiting for {what}: {e}"),
@@ -1105,9 +1151,12 @@ impl Ws {
     pub async fn expect_close_within(&mut self, code: u16, timeout: Duration) -> Closed {
         let c = self.wait_close(timeout).await;
         assert_eq!(
-            c.code, code,
-            "expected close code {code}, got {} ({:?}); messages before it: {:?}",
-            c.code, c.reason, c.before
+            c.code,
+            code,
+            "expected close code {code}, got {} ({:?}); messages before it: {}",
+            c.code,
+            c.reason,
+            summary(&c.before)
         );
         c
     }
@@ -1132,16 +1181,24 @@ impl Ws {
                     };
                 }
                 Event::Closed(None, _) => {
-                    panic!("server closed without a close code; messages before: {before:?}")
+                    panic!(
+                        "server closed without a close code; messages before: {}",
+                        summary(&before)
+                    )
                 }
                 Event::Eof => {
-                    panic!("connection ended without a close frame; messages before: {before:?}")
+                    panic!(
+                        "connection ended without a close frame; messages before: {}",
+                        summary(&before)
+                    )
                 }
                 Event::Error(e) => panic!(
-                    "connection failed without a close frame ({e}); messages before: {before:?}"
+                    "connection failed without a close frame ({e}); messages before: {}",
+                    summary(&before)
                 ),
                 Event::Timeout => panic!(
-                    "server did not close the connection within {timeout:?}; messages: {before:?}"
+                    "server did not close the connection within {timeout:?}; messages: {}",
+                    summary(&before)
                 ),
             }
         }
@@ -1156,9 +1213,12 @@ impl Ws {
             .await
             .unwrap_or_else(|e| panic!("expected close {code}: {e}"));
         assert_eq!(
-            c.code, code,
-            "expected close {code}, got {} ({:?}); before: {:?}",
-            c.code, c.reason, c.before
+            c.code,
+            code,
+            "expected close {code}, got {} ({:?}); before: {}",
+            c.code,
+            c.reason,
+            summary(&c.before)
         );
         assert!(
             !c.reason.trim().is_empty(),
@@ -1186,16 +1246,21 @@ impl Ws {
             loop {
                 match tokio::time::timeout_at(deadline, rx.next()).await {
                     Err(_) => {
-                        return Err(format!("no close within {WAIT:?}; messages: {before:?}"))
+                        return Err(format!(
+                            "no close within {WAIT:?}; messages: {}",
+                            summary(&before)
+                        ))
                     }
                     Ok(None) => {
                         return Err(format!(
-                            "connection ended without a close frame; messages: {before:?}"
+                            "connection ended without a close frame; messages: {}",
+                            summary(&before)
                         ))
                     }
                     Ok(Some(Err(e))) => {
                         return Err(format!(
-                            "connection failed without a close frame ({e}); messages: {before:?}"
+                            "connection failed without a close frame ({e}); messages: {}",
+                            summary(&before)
                         ))
                     }
                     Ok(Some(Ok(Message::Binary(b)))) => match decode_frame(&b) {

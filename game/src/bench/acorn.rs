@@ -345,7 +345,7 @@ mod tests {
             &Value::Binary(v.clone().into()),
             "bench",
         ));
-        frame.extend_from_slice(&encode_gap(&key, 1, 5));
+        frame.extend_from_slice(&encode_gap(&key, 1, 5, None));
         frame.extend_from_slice(&encode_hb());
         frame.extend_from_slice(&encode_item(&key, 6, &Value::Binary(v.into()), "x"));
         let mut stats = WorkerStats::new(1);

@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use stats::{cpu_seconds, rss_kib, stamp, Progress, WorkerStats, STAMP_LEN};
+use stats::{cpu_seconds, machine_busy_seconds, rss_kib, stamp, Progress, WorkerStats, STAMP_LEN};
 
 pub(crate) type Ws = WebSocketStream<TcpStream>;
 
@@ -124,6 +124,9 @@ pub struct FanoutArgs {
     /// Stop after a rate whose loss exceeds this percentage (higher rates would only lose more).
     #[arg(long, default_value_t = 5.0)]
     pub stop_loss_pct: f64,
+    /// Stop after a rate delivered less than this fraction of the offered deliveries/s.
+    #[arg(long, default_value_t = 0.8)]
+    pub stop_below: f64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -584,6 +587,7 @@ struct PhaseRun {
     published: Published,
     server_cpu_s: Option<f64>,
     generator_cpu_s: Option<f64>,
+    other_cpu_s: Option<f64>,
     drain: Duration,
 }
 
@@ -653,6 +657,8 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
     for (phase, rate, secs) in schedule {
         let cpu0 = server_pid.as_deref().and_then(cpu_seconds);
         let gen0 = cpu_seconds("self");
+        let busy0 = machine_busy_seconds();
+        let before = delivered();
         let (reply_tx, reply_rx) = oneshot::channel();
         let cmd = PhaseCmd {
             phase,
@@ -703,21 +709,36 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
+        // CPU the rest of the machine used meanwhile (other builds, tests...).
+        let other_cpu_s = match (busy0, machine_busy_seconds(), generator_cpu_s) {
+            (Some(a), Some(b), Some(g)) => Some((b - a - g - server_cpu_s.unwrap_or(0.0)).max(0.0)),
+            _ => None,
+        };
         if phase == 0 {
             continue;
         }
         let loss = 1.0 - last as f64 / expected_total.max(1) as f64;
+        let window = published.elapsed.as_secs_f64() + drain.as_secs_f64();
+        let kept_up = (last - before) as f64 / window / (rate * a.subscribers as f64);
         runs.push(PhaseRun {
             rate,
             published,
             server_cpu_s,
             generator_cpu_s,
+            other_cpu_s,
             drain,
         });
         if loss * 100.0 > a.stop_loss_pct {
             eprintln!(
                 "  stopping: {:.1}% of deliveries missing so far",
                 loss * 100.0
+            );
+            break;
+        }
+        if kept_up < a.stop_below {
+            eprintln!(
+                "  stopping: delivered {:.0}% of the offered rate",
+                kept_up * 100.0
             );
             break;
         }
@@ -763,6 +784,7 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
             "server_cpu_s": run.server_cpu_s,
             "deliveries_per_server_cpu_s": per_cpu,
             "generator_cpu_s": run.generator_cpu_s,
+            "other_cpu_s": run.other_cpu_s,
             "drain_s": (run.drain.as_secs_f64() * 1000.0).round() / 1000.0,
             "publisher_errors": run.published.errors,
             "publisher_first_error": run.published.first_error,

@@ -177,6 +177,25 @@ pub fn decode(bytes: &[u8]) -> Result<Input, InputError> {
     })
 }
 
+/// Encodes an input message (what a client sends): `{"seq", "dir", "dash"}`,
+/// with `dir` as two float32 and `dash` only when true.
+pub fn encode(input: &Input) -> Vec<u8> {
+    use super::msgpack::{put_array_len, put_bool, put_f32, put_map_len, put_str, put_uint};
+    let mut out = Vec::with_capacity(32);
+    put_map_len(&mut out, 2 + input.dash as u32);
+    put_str(&mut out, "seq");
+    put_uint(&mut out, input.seq as u64);
+    put_str(&mut out, "dir");
+    put_array_len(&mut out, 2);
+    put_f32(&mut out, input.dir.x);
+    put_f32(&mut out, input.dir.y);
+    if input.dash {
+        put_str(&mut out, "dash");
+        put_bool(&mut out, true);
+    }
+    out
+}
+
 /// Clamps a direction to length ≤ 1; tiny ones become zero; NaN/inf are rejected.
 fn normalise(x: f64, y: f64) -> Result<Vec2, InputError> {
     if !x.is_finite() || !y.is_finite() {
@@ -338,7 +357,9 @@ mod tests {
     use super::*;
     use crate::sim::msgpack::*;
 
-    fn enc(fields: &[(&str, &dyn Fn(&mut Vec<u8>))]) -> Vec<u8> {
+    type Field<'a> = (&'a str, &'a dyn Fn(&mut Vec<u8>));
+
+    fn enc(fields: &[Field]) -> Vec<u8> {
         let mut v = Vec::new();
         put_map_len(&mut v, fields.len() as u32);
         for (k, f) in fields {
@@ -407,7 +428,12 @@ mod tests {
             (enc(&[("seq", &seq), ("dir", &dir(0.0, f64::INFINITY))]), InputError::BadValue),
             (enc(&[("seq", &seq), ("dir", &dir(f64::NEG_INFINITY, 1.0))]), InputError::BadValue),
             (
-                enc(&[("seq", &seq), ("dir", &|v| put_array_len(v, 3))]),
+                enc(&[("seq", &seq), ("dir", &|v| {
+                    put_array_len(v, 3);
+                    put_uint(v, 0);
+                    put_uint(v, 0);
+                    put_uint(v, 0);
+                })]),
                 InputError::WrongType,
             ),
             (
@@ -430,6 +456,18 @@ mod tests {
         ];
         for (bytes, want) in cases {
             assert_eq!(decode(&bytes), Err(want), "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        for input in [
+            Input { seq: 1, dir: Vec2::new(0.6, -0.8), dash: true },
+            Input { seq: u32::MAX, dir: Vec2::ZERO, dash: false },
+        ] {
+            let bytes = encode(&input);
+            assert!(bytes.len() <= MAX_INPUT_BYTES);
+            assert_eq!(decode(&bytes), Ok(input));
         }
     }
 

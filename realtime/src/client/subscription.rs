@@ -222,7 +222,6 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         client: Client,
         sub_id: u64,

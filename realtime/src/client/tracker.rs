@@ -118,8 +118,20 @@ impl Tracker {
 
     /// A `gap` from the server; returns the gap to hand on, if any is left
     /// after what the consumer already has.
-    pub(crate) fn on_gap(&mut self, gap_last: u64, next: u64) -> Option<GapInfo> {
+    pub(crate) fn on_gap(
+        &mut self,
+        gap_last: u64,
+        next: u64,
+        epoch: Option<String>,
+    ) -> Option<GapInfo> {
         let last = self.last?;
+        if epoch.is_some() && epoch != self.epoch {
+            // The server names the new epoch: the sequence restarted.
+            self.reset_from = None;
+            self.epoch = epoch.clone();
+            self.last = Some(next.saturating_sub(1));
+            return Some(GapInfo { last, next, epoch });
+        }
         if let Some(old) = self.reset_from.take() {
             self.last = Some(next.saturating_sub(1));
             return Some(GapInfo {
@@ -164,6 +176,23 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_naming_a_new_epoch_restarts_the_count() {
+        let mut t = Tracker::fresh();
+        t.on_ok(40, Some("old".into()));
+        // The new sequence is already past the old last seq: only the epoch tells.
+        assert_eq!(
+            t.on_gap(40, 60, Some("new".into())),
+            Some(GapInfo {
+                last: 40,
+                next: 60,
+                epoch: Some("new".into())
+            })
+        );
+        assert_eq!(t.resume_point(), Some((59, Some("new".into()))));
+        assert_eq!(t.on_item(60), ItemVerdict::Deliver(None));
+    }
+
+    #[test]
     fn fresh_waits_for_ok_then_drops_duplicates() {
         let mut t = Tracker::fresh();
         assert_eq!(t.on_item(1), ItemVerdict::Drop);
@@ -181,10 +210,10 @@ mod tests {
     fn server_gaps_are_trimmed_to_what_is_missing() {
         let mut t = Tracker::resuming(10, Some("e".into()));
         t.on_ok(20, Some("e".into()));
-        assert_eq!(t.on_gap(10, 11), None);
-        assert_eq!(t.on_gap(8, 15), gap(10, 15));
+        assert_eq!(t.on_gap(10, 11, None), None);
+        assert_eq!(t.on_gap(8, 15, None), gap(10, 15));
         assert_eq!(t.last(), Some(14));
-        assert_eq!(t.on_gap(10, 12), None);
+        assert_eq!(t.on_gap(10, 12, None), None);
         assert_eq!(t.on_item(14), ItemVerdict::Drop);
         assert_eq!(t.on_item(15), ItemVerdict::Deliver(None));
     }
@@ -196,7 +225,7 @@ mod tests {
         assert_eq!(t.resume_point(), Some((0, Some("new".into()))));
         // The server's gap: last = what we resumed after, next = first retained.
         assert_eq!(
-            t.on_gap(40, 1),
+            t.on_gap(40, 1, None),
             Some(GapInfo {
                 last: 40,
                 next: 1,
@@ -231,7 +260,7 @@ mod tests {
         for s in 1..=5 {
             assert_eq!(t.on_item(s), ItemVerdict::Deliver(None));
         }
-        assert_eq!(t.on_gap(5, 1), gap(5, 1));
+        assert_eq!(t.on_gap(5, 1, None), gap(5, 1));
         assert_eq!(t.epoch(), None);
         assert_eq!(t.on_item(1), ItemVerdict::Deliver(None));
         assert_eq!(t.resume_point(), Some((1, None)));
@@ -242,9 +271,9 @@ mod tests {
         let mut t = Tracker::resuming(u64::MAX, None);
         t.on_ok(0, None);
         assert_eq!(t.on_item(u64::MAX), ItemVerdict::Drop);
-        assert_eq!(t.on_gap(u64::MAX, u64::MAX), gap(u64::MAX, u64::MAX));
+        assert_eq!(t.on_gap(u64::MAX, u64::MAX, None), gap(u64::MAX, u64::MAX));
         let mut t = Tracker::resuming(0, None);
-        assert_eq!(t.on_gap(0, 0), gap(0, 0));
+        assert_eq!(t.on_gap(0, 0, None), gap(0, 0));
         assert_eq!(t.on_item(0), ItemVerdict::Drop);
     }
 }

@@ -14,7 +14,7 @@ pub const SCHEMA_VERSION: u64 = 1;
 pub fn encode_info(map: &Map, rules: &Rules, max_players: u16) -> Bytes {
     let mut out = Vec::with_capacity(256 + map.width() as usize * map.height() as usize);
     put_map_len(&mut out, 18);
-    let mut uint = |out: &mut Vec<u8>, k: &str, v: u64| {
+    let uint = |out: &mut Vec<u8>, k: &str, v: u64| {
         put_str(out, k);
         put_uint(out, v);
     };
@@ -37,7 +37,7 @@ pub fn encode_info(map: &Map, rules: &Rules, max_players: u16) -> Bytes {
     uint(&mut out, "duration", rules.duration_ticks as u64);
     uint(&mut out, "carry", CARRY_CAP as u64);
     uint(&mut out, "charges", MAX_CHARGES as u64);
-    let mut float = |out: &mut Vec<u8>, k: &str, v: f32| {
+    let float = |out: &mut Vec<u8>, k: &str, v: f32| {
         put_str(out, k);
         put_f32(out, v);
     };

@@ -31,7 +31,7 @@ pub fn plugin(schedule: &mut Schedule) {
 
 /// Run condition: this tick carries a keyframe (tick 1, then every `hz` ticks).
 pub fn keyframe_due(clock: Res<Clock>, rules: Res<Rules>) -> bool {
-    clock.tick.wrapping_sub(1) % rules.keyframe_every.max(1) == 0
+    clock.tick.wrapping_sub(1).is_multiple_of(rules.keyframe_every.max(1))
 }
 
 /// What clients were last told about a squirrel: the base its next delta is

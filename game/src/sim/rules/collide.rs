@@ -10,16 +10,24 @@ use crate::sim::params::SQUIRREL_HALF;
 
 /// Longest sub-step, in tiles (less than a tile, so no tile is skipped).
 pub const MAX_STEP: f32 = 0.45;
+/// Longest move considered in one tick, in tiles (the fastest legal move, a
+/// dash at 1 Hz, is 12 tiles); longer deltas are shortened to this.
+pub const MAX_MOVE: f32 = 16.0;
 /// Gap left between a squirrel and what it bumps into, in tiles.
 const GAP: f32 = 1e-3;
 
 /// Where a squirrel at `from` ends up after trying to move by `delta`.
 pub fn slide(map: &Map, from: Vec2, delta: Vec2) -> Vec2 {
-    let longest = delta.x.abs().max(delta.y.abs());
+    let mut longest = delta.x.abs().max(delta.y.abs());
     if longest == 0.0 || !longest.is_finite() {
         return from;
     }
-    let steps = (longest / MAX_STEP).ceil().clamp(1.0, 64.0) as u32;
+    let mut delta = delta;
+    if longest > MAX_MOVE {
+        delta = delta * (MAX_MOVE / longest);
+        longest = MAX_MOVE;
+    }
+    let steps = (longest / MAX_STEP).ceil().max(1.0) as u32;
     let step = delta * (1.0 / steps as f32);
     let mut p = from;
     for _ in 0..steps {

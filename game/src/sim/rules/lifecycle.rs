@@ -77,7 +77,7 @@ pub fn winner(scores: &[u32]) -> Option<u8> {
 /// Removes squirrels whose player left ([`Leaving`]) or stayed disconnected for
 /// the grace period. While running, their acorns scatter around them first.
 /// The player id is free for a new player from the next tick on.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub fn drop_players(
     mut commands: Commands,
     clock: Res<Clock>,

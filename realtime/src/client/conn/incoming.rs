@@ -44,7 +44,7 @@ impl Task {
         }
     }
 
-    fn on_message(&mut self, m: ServerMessage) -> Result<(), Break> {
+    pub(super) fn on_message(&mut self, m: ServerMessage) -> Result<(), Break> {
         match m {
             ServerMessage::Ok { id, seq, epoch } => match self.take_pending(id.as_ref()) {
                 Some(Pending::Publish(r)) => {
@@ -107,9 +107,10 @@ impl Task {
                 topic,
                 last,
                 next,
+                epoch,
             } => {
                 if let Some(s) = self.subs.get_mut(&(cache, topic)) {
-                    if let Some(g) = s.tracker.on_gap(last, next) {
+                    if let Some(g) = s.tracker.on_gap(last, next, epoch) {
                         s.queue.push(gap_event(g));
                     }
                 }

@@ -683,8 +683,24 @@ impl Task {
 
     /// On a new connection: `sub` every live subscription from where it is,
     /// ahead of whatever was queued while offline.
+    /// Requests queued while offline whose callers gave up (timed out) are
+    /// dropped rather than sent late: a caller told `Timeout` should not see
+    /// its publish happen seconds afterwards if that can be avoided.
     fn resubscribe_all(&mut self) {
         self.subs.retain(|_, s| !s.abandoned());
+        let pending = &mut self.pending;
+        self.unsent.retain(|o| {
+            match o
+                .id
+                .and_then(|id| pending.get(&id).map(|p| (id, p.abandoned())))
+            {
+                Some((id, true)) => {
+                    pending.remove(&id);
+                    false
+                }
+                _ => true,
+            }
+        });
         let subs: Vec<(Key, u64, Tracker)> = self
             .subs
             .iter()
@@ -746,7 +762,7 @@ mod tests {
 
     #[test]
     fn queued_messages_share_frames_up_to_the_limit() {
-        let mut t = task(100);
+        let mut t = task(120);
         for n in 0..7 {
             publish(&mut t, n, false);
         }
@@ -754,12 +770,12 @@ mod tests {
             (!t.unsent.is_empty()).then(|| {
                 let frame = t.take_frame();
                 let msgs: Vec<_> = decode_messages(&frame).collect::<Result<_, _>>().unwrap();
-                assert!(frame.len() <= 100);
+                assert!(frame.len() <= 120);
                 msgs.len()
             })
         })
         .collect();
-        // Each publish is ~40 bytes encoded: two fit in a 100-byte frame.
+        // Each publish is 52 bytes encoded: two fit in a 120-byte frame.
         assert_eq!(sizes, [2, 2, 2, 1]);
         assert_eq!(t.unsent_bytes, 0);
 
@@ -810,10 +826,16 @@ mod tests {
         assert!(queued.try_recv().is_err());
         assert_eq!(t.unsent.len(), 1);
         assert_eq!(t.pending.len(), 1);
+        // A publish queued offline whose caller gave up is not sent late.
+        drop(publish(&mut t, 3, true));
+        publish(&mut t, 4, false);
         t.resubscribe_all();
         let frame = t.take_frame();
-        let ops: Vec<String> = decode_messages(&frame).map(|m| m.unwrap().op).collect();
-        assert_eq!(ops, ["sub", "pub"]);
+        let msgs: Vec<_> = decode_messages(&frame).map(Result::unwrap).collect();
+        let ops: Vec<&str> = msgs.iter().map(|m| m.op.as_str()).collect();
+        assert_eq!(ops, ["sub", "pub", "pub"]);
+        assert_eq!(msgs[2].id, None);
+        assert_eq!(t.pending.len(), 2); // the new `sub` and the live publish
     }
 
     #[test]
@@ -855,6 +877,7 @@ mod tests {
             topic: "t".into(),
             last: 8,
             next: 11,
+            epoch: None,
         };
         t.on_message(gap).unwrap_or_else(|_| panic!());
         let other_topic = ServerMessage::Item {
