@@ -71,7 +71,8 @@ pub async fn run(cmd: MatchCommand) -> anyhow::Result<()> {
             if let Some(teams) = teams {
                 body["teams"] = json!(teams);
             }
-            let reply = send(operator(http.post(url(&node, "/v1/matches")), &node)?.json(&body)).await?;
+            let reply =
+                send(operator(http.post(url(&node, "/v1/matches")), &node)?.json(&body)).await?;
             print_matches(std::slice::from_ref(&reply));
         }
         MatchCommand::List { node } => {
@@ -84,7 +85,11 @@ pub async fn run(cmd: MatchCommand) -> anyhow::Result<()> {
             }
         }
         MatchCommand::End { node, id } => {
-            let reply = send(operator(http.delete(url(&node, &format!("/v1/matches/{id}"))), &node)?).await?;
+            let reply = send(operator(
+                http.delete(url(&node, &format!("/v1/matches/{id}"))),
+                &node,
+            )?)
+            .await?;
             print_matches(std::slice::from_ref(&reply));
         }
     }
@@ -95,7 +100,10 @@ fn url(node: &NodeArgs, path: &str) -> String {
     format!("{}{path}", node.url.trim_end_matches('/'))
 }
 
-fn operator(req: reqwest::RequestBuilder, node: &NodeArgs) -> anyhow::Result<reqwest::RequestBuilder> {
+fn operator(
+    req: reqwest::RequestBuilder,
+    node: &NodeArgs,
+) -> anyhow::Result<reqwest::RequestBuilder> {
     let key = node
         .operator_key
         .as_deref()
@@ -121,7 +129,9 @@ fn print_matches(matches: &[Value]) {
     table.set_header(["id", "map", "state", "players", "time left"]);
     for m in matches {
         let players = format!("{}/{}", m["players"], m["max_players"]);
-        let left = m["time_left"].as_f64().map_or("-".into(), |s| format!("{}s", s.round()));
+        let left = m["time_left"]
+            .as_f64()
+            .map_or("-".into(), |s| format!("{}s", s.round()));
         table.add_row([
             m["id"].as_str().unwrap_or("?").to_owned(),
             m["map"].as_str().unwrap_or("?").to_owned(),

@@ -41,7 +41,11 @@ pub struct PubArgs {
 pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
     let client = Client::connect(&args.url, args.token).await?;
     let mut sub = match args.resume_after {
-        Some(after) => client.subscribe_from(&args.cache, &args.topic, after, None).await?,
+        Some(after) => {
+            client
+                .subscribe_from(&args.cache, &args.topic, after, None)
+                .await?
+        }
         None => client.subscribe(&args.cache, &args.topic).await?,
     };
     let mut seen = 0u64;
@@ -59,7 +63,10 @@ pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
                 }
             }
             Event::Gap { last, next, .. } => {
-                println!("{}/{} gap: items after {last} and before {next} are gone", args.cache, args.topic);
+                println!(
+                    "{}/{} gap: items after {last} and before {next} are gone",
+                    args.cache, args.topic
+                );
             }
         }
     }

@@ -69,6 +69,10 @@ impl Metrics {
             frames_out: Counter::default(),
             registry: Registry::default(),
         };
+        // Both transports show from the start, at 0.
+        for transport in ["ws", "http"] {
+            m.publishes.get_or_create(&TransportLabel { transport });
+        }
         registry.register(
             "connections",
             "Open WebSocket connections",

@@ -178,9 +178,9 @@ impl<'de> Deserialize<'de> for RequestId {
 /// The flat shape shared by every message in both directions.
 ///
 /// Unknown fields are ignored (room for later protocol versions); a known field
-/// of the wrong type fails decoding.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-#[serde(default)]
+/// of the wrong type, a key that is not a string, or a repeated key fails
+/// decoding.
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct WireMessage {
     pub op: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -211,6 +211,95 @@ pub struct WireMessage {
     pub next: Option<u64>,
 }
 
+/// The known field names, in bit order for duplicate detection.
+const FIELDS: [&str; 14] = [
+    "op",
+    "id",
+    "cache",
+    "topic",
+    "resume_after",
+    "epoch",
+    "value",
+    "token",
+    "seq",
+    "code",
+    "message",
+    "from",
+    "last",
+    "next",
+];
+
+/// A map key: only strings are keys (serde's derive would also take an
+/// integer as a field index).
+struct Key(Option<usize>);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(Key(FIELDS.iter().position(|f| *f == v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireMessage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireMessage;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map with string keys")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<WireMessage, A::Error> {
+                let mut m = WireMessage::default();
+                let mut seen = 0u32;
+                while let Some(Key(field)) = map.next_key()? {
+                    let Some(i) = field else {
+                        map.next_value::<de::IgnoredAny>()?;
+                        continue;
+                    };
+                    if seen & (1 << i) != 0 {
+                        return Err(de::Error::custom(format_args!(
+                            "duplicate field `{}`",
+                            FIELDS[i]
+                        )));
+                    }
+                    seen |= 1 << i;
+                    match i {
+                        0 => m.op = map.next_value()?,
+                        1 => m.id = map.next_value()?,
+                        2 => m.cache = map.next_value()?,
+                        3 => m.topic = map.next_value()?,
+                        4 => m.resume_after = map.next_value()?,
+                        5 => m.epoch = map.next_value()?,
+                        6 => m.value = map.next_value()?,
+                        7 => m.token = map.next_value()?,
+                        8 => m.seq = map.next_value()?,
+                        9 => m.code = map.next_value()?,
+                        10 => m.message = map.next_value()?,
+                        11 => m.from = map.next_value()?,
+                        12 => m.last = map.next_value()?,
+                        _ => m.next = map.next_value()?,
+                    }
+                }
+                Ok(m)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// How deeply a message may nest (in unknown fields): deep enough for any
+/// future extension, shallow enough that a hostile frame can't exhaust the stack.
+pub const MAX_DEPTH: usize = 32;
+
 /// Why a frame could not be decoded: the connection is closed with 4400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -227,6 +316,7 @@ pub fn decode_messages(
     frame: &[u8],
 ) -> impl Iterator<Item = Result<WireMessage, ProtocolError>> + '_ {
     let mut de = rmp_serde::Deserializer::new(Cursor::new(frame));
+    de.set_max_depth(MAX_DEPTH);
     let mut failed = false;
     std::iter::from_fn(move || {
         let pos = de.position() as usize;
@@ -700,6 +790,12 @@ mod tests {
             map(&[("op", 3.into())]),
             map(&[("op", "ping".into()), ("id", map(&[]))]),
             rmpv::Value::Array(vec!["ping".into(), 1.into()]),
+            rmpv::Value::Map(vec![(0.into(), "ping".into()), (1.into(), 5.into())]),
+            rmpv::Value::Map(vec![
+                ("op".into(), "ping".into()),
+                ("op".into(), "ping".into()),
+                ("id".into(), 1.into()),
+            ]),
             rmpv::Value::from(42),
         ];
         for c in cases {
@@ -718,6 +814,27 @@ mod tests {
             0x81, 0xa5, b'v', b'a', b'l', b'u', b'e', 0xc6, 0xff, 0xff, 0xff, 0xff, 1,
         ];
         assert!(requests(&f).iter().any(Result::is_err));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        // {"op":"ping","id":1,"x":[[[…nil…]]]} 100,000 deep, written by hand.
+        let mut f = Vec::new();
+        f.extend_from_slice(&[
+            0x83, 0xa2, b'o', b'p', 0xa4, b'p', b'i', b'n', b'g', 0xa2, b'i', b'd', 0x01, 0xa1,
+            b'x',
+        ]);
+        f.extend(std::iter::repeat_n(0x91u8, 100_000));
+        f.push(0xc0);
+        assert!(requests(&f).iter().any(Result::is_err));
+        // Shallow unknown fields are fine.
+        let mut ok = vec![
+            0x83, 0xa2, b'o', b'p', 0xa4, b'p', b'i', b'n', b'g', 0xa2, b'i', b'd', 0x01, 0xa1,
+            b'x',
+        ];
+        ok.extend(std::iter::repeat_n(0x91u8, 20));
+        ok.push(0xc0);
+        assert!(requests(&ok).iter().all(Result::is_ok));
     }
 
     #[test]

@@ -193,8 +193,7 @@ fn other_message(bytes: &[u8], stats: &mut WorkerStats) {
         .and_then(|m| ServerMessage::try_from(m).map_err(|e| e.to_string()))
     {
         Ok(ServerMessage::Gap { last, next, .. }) => {
-            stats.gaps += 1;
-            stats.gap_missed += next.saturating_sub(last + 1);
+            stats.gap(next.saturating_sub(last + 1));
         }
         Ok(ServerMessage::Err { code, message, .. }) => {
             stats.error(|| format!("{code}: {message}"))

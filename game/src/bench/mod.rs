@@ -19,6 +19,7 @@ mod acorn;
 mod nats;
 mod stats;
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -303,6 +304,8 @@ async fn open_subscribers(
 
 /// The running receiving tasks.
 struct Workers {
+    /// The phase going on (gaps, errors and closes are counted against it).
+    clock: Arc<AtomicU8>,
     handles: Vec<tokio::task::JoinHandle<WorkerStats>>,
     stops: Vec<oneshot::Sender<()>>,
     progress: Vec<Arc<Progress>>,
@@ -343,6 +346,7 @@ fn spawn_workers(
     let mut handles = Vec::new();
     let mut stops = Vec::new();
     let mut progress = Vec::new();
+    let clock = Arc::new(AtomicU8::new(0));
     for group in groups {
         let (stop_tx, stop_rx) = oneshot::channel();
         let p = Arc::new(Progress::default());
@@ -352,12 +356,14 @@ fn spawn_workers(
             phases,
             origin,
             p.clone(),
+            clock.clone(),
             stop_rx,
         )));
         stops.push(stop_tx);
         progress.push(p);
     }
     Workers {
+        clock,
         handles,
         stops,
         progress,
@@ -371,6 +377,7 @@ async fn worker(
     phases: usize,
     origin: Instant,
     progress: Arc<Progress>,
+    clock: Arc<AtomicU8>,
     mut stop: oneshot::Receiver<()>,
 ) -> WorkerStats {
     let mut stats = WorkerStats::new(phases);
@@ -402,6 +409,7 @@ async fn worker(
                 break;
             }
         };
+        stats.now_phase = clock.load(Ordering::Relaxed) as usize;
         let Some(msg) = msg else {
             if !std::mem::replace(&mut closed[i], true) {
                 stats.close(|| "the server closed the TCP connection".to_owned());
@@ -658,6 +666,7 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
         let cpu0 = server_pid.as_deref().and_then(cpu_seconds);
         let gen0 = cpu_seconds("self");
         let busy0 = machine_busy_seconds();
+        workers.clock.store(phase, Ordering::Relaxed);
         let before = delivered();
         let (reply_tx, reply_rx) = oneshot::channel();
         let cmd = PhaseCmd {
@@ -752,6 +761,7 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
 
     for (k, run) in runs.iter().enumerate() {
         let st = &total.phases[k + 1];
+        let ev = total.events[k + 1];
         let h = &st.latency_ns;
         let expected = run.published.count * a.subscribers as u64;
         let secs = run.published.elapsed.as_secs_f64();
@@ -788,11 +798,14 @@ async fn fanout(a: FanoutArgs, nofile: u64) -> anyhow::Result<()> {
             "drain_s": (run.drain.as_secs_f64() * 1000.0).round() / 1000.0,
             "publisher_errors": run.published.errors,
             "publisher_first_error": run.published.first_error,
-            "gaps": total.gaps,
-            "gap_missed": total.gap_missed,
-            "errors": total.errors,
+            "gaps": ev.gaps,
+            "gap_missed": ev.gap_missed,
+            "errors": ev.errors,
+            "closed": ev.closed,
+            "run_gaps": total.gaps,
+            "run_errors": total.errors,
+            "run_closed": total.closed,
             "first_error": total.first_error,
-            "closed": total.closed,
             "first_close": total.first_close,
             "malformed": total.malformed,
             "connect_s": (connect_s * 1000.0).round() / 1000.0,

@@ -45,9 +45,22 @@ impl PhaseStats {
     }
 }
 
+/// Rare events, counted per phase (the phase going on when they happened).
+#[derive(Default, Clone, Copy)]
+pub struct PhaseEvents {
+    pub gaps: u64,
+    pub gap_missed: u64,
+    pub errors: u64,
+    pub closed: u64,
+}
+
 /// Everything one worker saw; returned when it stops.
 pub struct WorkerStats {
     pub phases: Vec<PhaseStats>,
+    /// Per phase: gaps, errors and closes seen while that phase was going on.
+    pub events: Vec<PhaseEvents>,
+    /// The phase going on now (set by the worker from the coordinator's clock).
+    pub now_phase: usize,
     /// Deliveries whose stamp was unreadable (too short, unknown phase).
     pub malformed: u64,
     /// Items reported missing by the server (`gap`: next - last - 1 summed).
@@ -65,6 +78,8 @@ impl WorkerStats {
     pub fn new(phases: usize) -> Self {
         Self {
             phases: (0..phases).map(|_| PhaseStats::new()).collect(),
+            events: vec![PhaseEvents::default(); phases],
+            now_phase: 0,
             malformed: 0,
             gap_missed: 0,
             gaps: 0,
@@ -94,8 +109,24 @@ impl WorkerStats {
         }
     }
 
+    fn event(&mut self) -> Option<&mut PhaseEvents> {
+        self.events.get_mut(self.now_phase)
+    }
+
+    pub fn gap(&mut self, missed: u64) {
+        self.gaps += 1;
+        self.gap_missed += missed;
+        if let Some(e) = self.event() {
+            e.gaps += 1;
+            e.gap_missed += missed;
+        }
+    }
+
     pub fn error(&mut self, msg: impl FnOnce() -> String) {
         self.errors += 1;
+        if let Some(e) = self.event() {
+            e.errors += 1;
+        }
         if self.first_error.is_none() {
             self.first_error = Some(msg());
         }
@@ -103,6 +134,9 @@ impl WorkerStats {
 
     pub fn close(&mut self, why: impl FnOnce() -> String) {
         self.closed += 1;
+        if let Some(e) = self.event() {
+            e.closed += 1;
+        }
         if self.first_close.is_none() {
             self.first_close = Some(why());
         }
@@ -111,6 +145,12 @@ impl WorkerStats {
     pub fn merge(&mut self, other: &WorkerStats) {
         for (a, b) in self.phases.iter_mut().zip(&other.phases) {
             a.merge(b);
+        }
+        for (a, b) in self.events.iter_mut().zip(&other.events) {
+            a.gaps += b.gaps;
+            a.gap_missed += b.gap_missed;
+            a.errors += b.errors;
+            a.closed += b.closed;
         }
         self.malformed += other.malformed;
         self.gap_missed += other.gap_missed;

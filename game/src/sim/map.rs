@@ -36,6 +36,15 @@ pub const DEFAULT_ACORNS: u16 = 30;
 /// Default golden percentage when the header has no `golden:` line.
 pub const DEFAULT_GOLDEN: u8 = 10;
 
+/// The tile index of a coordinate (floor), without a libm call: the rules
+/// call this several times per squirrel per tick. NaN gives 0; values beyond
+/// the i32 range saturate (and are outside every map anyway).
+#[inline(always)]
+pub fn tile_coord(v: f32) -> i32 {
+    let t = v as i32;
+    t - ((v < t as f32) as i32)
+}
+
 /// One tile of the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tile {
@@ -566,6 +575,14 @@ mod tests {
         let text = format!("# a map\n\n{}\n\n\n", SMALL.replace("teams: 2", "teams: 2  # two"));
         let m = Map::parse(&text).expect("valid");
         assert_eq!(m.teams(), 2);
+    }
+
+    #[test]
+    fn tile_coord_is_floor() {
+        for v in [-2.5f32, -1.0, -0.3, 0.0, 0.3, 0.999_999, 1.0, 7.5, 199.99] {
+            assert_eq!(tile_coord(v), v.floor() as i32, "{v}");
+        }
+        assert_eq!(tile_coord(f32::NAN), 0);
     }
 
     #[test]

@@ -61,10 +61,12 @@ pub const STATUS_STUNNED: u16 = 1 << 10;
 /// Status bit 11: disconnected (within the grace period).
 pub const STATUS_DISCONNECTED: u16 = 1 << 11;
 
-/// A coordinate in tiles to its wire form: 1/16 tile, rounded.
+/// A coordinate in tiles to its wire form: 1/16 tile, rounded half up
+/// (coordinates are never negative; out-of-range values clamp).
 #[inline]
 pub fn quantise(v: f32) -> u16 {
-    (v * POS_SCALE).round().clamp(0.0, u16::MAX as f32) as u16
+    // `as` saturates (and maps NaN to 0), so this is a clamp to 0..=65535.
+    (v * POS_SCALE + 0.5) as u16
 }
 
 /// Packs a move with |dx|, |dy| ≤ 5 into one positive fixint

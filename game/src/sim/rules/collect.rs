@@ -4,6 +4,7 @@ use bevy_ecs::prelude::*;
 
 use crate::sim::components::{AcornKind, Carry, Dash, Position, Score, Squirrel, Stats, Stun};
 use crate::sim::events::GameEvent;
+use crate::sim::map::tile_coord;
 use crate::sim::params::{MAX_CHARGES, PICKUP_RADIUS};
 use crate::sim::resources::{Acorns, GameMap, TeamScores};
 
@@ -32,8 +33,8 @@ pub fn pick_up(
             continue;
         }
         let p = pos.0;
-        let (x0, x1) = ((p.x - PICKUP_RADIUS).floor() as i32, (p.x + PICKUP_RADIUS).floor() as i32);
-        let (y0, y1) = ((p.y - PICKUP_RADIUS).floor() as i32, (p.y + PICKUP_RADIUS).floor() as i32);
+        let (x0, x1) = (tile_coord(p.x - PICKUP_RADIUS), tile_coord(p.x + PICKUP_RADIUS));
+        let (y0, y1) = (tile_coord(p.y - PICKUP_RADIUS), tile_coord(p.y + PICKUP_RADIUS));
         for ty in y0..=y1 {
             for tx in x0..=x1 {
                 if carry.is_full() {
@@ -74,7 +75,7 @@ pub fn deliver(
         if carry.count() == 0 {
             continue;
         }
-        let (tx, ty) = (pos.0.x.floor() as i32, pos.0.y.floor() as i32);
+        let (tx, ty) = (tile_coord(pos.0.x), tile_coord(pos.0.y));
         if map.burrow_team(tx, ty) != Some(sq.team) {
             continue;
         }

@@ -5,7 +5,7 @@
 //! most [`MAX_STEP`] tiles so that no move can tunnel through a tree.
 
 use crate::sim::components::Vec2;
-use crate::sim::map::Map;
+use crate::sim::map::{tile_coord, Map};
 use crate::sim::params::SQUIRREL_HALF;
 
 /// Longest sub-step, in tiles (less than a tile, so no tile is skipped).
@@ -27,7 +27,11 @@ pub fn slide(map: &Map, from: Vec2, delta: Vec2) -> Vec2 {
         delta = delta * (MAX_MOVE / longest);
         longest = MAX_MOVE;
     }
-    let steps = (longest / MAX_STEP).ceil().max(1.0) as u32;
+    let steps = if longest <= MAX_STEP {
+        1
+    } else {
+        (longest / MAX_STEP) as u32 + 1
+    };
     let step = delta * (1.0 / steps as f32);
     let mut p = from;
     for _ in 0..steps {
@@ -55,16 +59,16 @@ fn move_axis(map: &Map, a: f32, b: f32, d: f32, horizontal: bool) -> f32 {
         }
     };
     // Tiles the box covers on the other axis.
-    let b0 = (b - h).floor() as i32;
-    let b1 = (b + h - GAP * 0.5).floor() as i32;
+    let b0 = tile_coord(b - h);
+    let b1 = tile_coord(b + h - GAP * 0.5);
     let na = a + d;
     if d > 0.0 {
-        let t = (na + h).floor() as i32;
+        let t = tile_coord(na + h);
         if (b0..=b1).any(|tb| solid(t, tb)) {
             return (t as f32 - h - GAP).max(a);
         }
     } else {
-        let t = (na - h).floor() as i32;
+        let t = tile_coord(na - h);
         if (b0..=b1).any(|tb| solid(t, tb)) {
             return ((t + 1) as f32 + h + GAP).min(a);
         }

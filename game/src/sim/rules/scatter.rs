@@ -4,7 +4,7 @@
 use bevy_ecs::prelude::*;
 
 use crate::sim::components::{Acorn, AcornKind, Carry, Vec2};
-use crate::sim::map::Map;
+use crate::sim::map::{tile_coord, Map};
 use crate::sim::params::SCATTER_RADIUS;
 use crate::sim::resources::{Acorns, GameRng};
 
@@ -37,7 +37,7 @@ pub fn scatter(
     let mut kinds = std::iter::repeat_n(AcornKind::Golden, carry.golden as usize)
         .chain(std::iter::repeat_n(AcornKind::Plain, carry.plain as usize))
         .peekable();
-    let (cx, cy) = (at.x.floor() as i32, at.y.floor() as i32);
+    let (cx, cy) = (tile_coord(at.x), tile_coord(at.y));
     let mut placed = 0;
     let mut ring = [(0i32, 0i32); 8 * SCATTER_RADIUS as usize];
     for r in 1..=SCATTER_RADIUS {
