@@ -13,7 +13,7 @@ from collections import defaultdict
 # the time the last deliveries took to arrive) and no connection was closed or
 # sent a gap.
 MAX_LOSS_PCT = 0.01
-MIN_KEPT_UP = 0.97
+MIN_KEPT_UP = 0.95
 
 TARGETS = {
     "per_core": 1_000_000,  # deliveries per server CPU-second
@@ -69,7 +69,7 @@ def main(path):
           f"| {fmt(m['p50_us'])} | {fmt(m['p99_us'])} | {fmt(m['p999_us'])} | {fmt(m['cores'], digits=2)} "
           f"| {fmt(m['deliveries_per_server_cpu_s'])} | {fmt(m['gcores'], digits=2)} | {fmt(m['ocores'], digits=2)} | {len(rs)} |")
 
-    p("\n### Highest sustained rate (median of repeats: loss ≤ 0.01 %, delivered ≥ 97 % of offered, no gaps or closes)\n")
+    p("\n### Highest sustained rate (median of repeats: loss ≤ 0.01 %, delivered ≥ 95 % of offered, no gaps or closes)\n")
     p("| subscribers | server | publishes/s | deliveries/s | p50 µs | p99 µs | deliveries per server CPU-s |")
     p("|---:|---|---:|---:|---:|---:|---:|")
     best = {}

@@ -1,11 +1,21 @@
 //! Game tick benchmark (BENCHMARKS.md, "Game tick").
 //!
-//! `cargo bench -p acorn --bench tick` measures `push_input` of the tick's
-//! inputs + `Match::tick()` (every rule system and the delta's encoding, and
-//! the keyframe every 20th tick) for a running Oak City match of 16, 64 and
-//! 200 bot players at 20 Hz. The bots decide outside the timed section.
+//! `cargo bench -p acorn --bench tick`
+//!
+//! Measures `push_input` of the tick's inputs + `Match::tick()` (every rule
+//! system, the delta's encoding, and the keyframe every 20th tick) of a
+//! running 20 Hz Oak City match with 16, 64 and 200 bot players.
+//!
+//! The bots play one match while their inputs are recorded; the timed match
+//! is an identical one (same seed, same joins) that replays those inputs, so
+//! it goes through exactly the same states without any bot logic in the timed
+//! loop. Time is the thread's CPU time over batches of ticks, which keeps
+//! other processes on a shared machine out of the figures (set
+//! `TICK_BENCH_WALL=1` for wall-clock time instead).
+//!
 //! Before the timings it prints the wire sizes: bytes per changed entity in
-//! deltas and state bytes per player per second (what one client receives).
+//! deltas and state bytes per player per second (what one client receives:
+//! one message per tick, the keyframe in place of the delta once a second).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -14,7 +24,12 @@ use acorn_game::sim::bot::Bot;
 use acorn_game::sim::{maps, Match, MatchConfig, Phase, PlayerId};
 use criterion::{BenchmarkId, Criterion};
 
-fn running_match(players: u16, seed: u64) -> (Match, Vec<Bot>) {
+/// Ticks replayed untimed before timing starts (lobby, countdown and ~15 s of play).
+const WARMUP: usize = 400;
+/// Ticks recorded after the warm-up (then the replay starts over).
+const RECORDED: usize = 2400;
+
+fn new_match(players: u16, seed: u64) -> Match {
     let mut game = Match::new(MatchConfig {
         seed,
         max_players: players,
@@ -22,50 +37,74 @@ fn running_match(players: u16, seed: u64) -> (Match, Vec<Bot>) {
         ..MatchConfig::new(maps::builtin("oak-city").expect("map"))
     })
     .expect("config");
-    let bots: Vec<Bot> = (0..players)
-        .map(|i| Bot::new(game.add_player(&format!("squirrel{i}"), None).expect("join"), seed + i as u64))
-        .collect();
-    while game.phase() != Phase::Running {
-        game.tick();
+    for i in 0..players {
+        game.add_player(&format!("squirrel{i}"), None).expect("join");
     }
-    let mut game_bots = (game, bots);
-    // Warm up into a steady state: acorns picked up, delivered, dashes.
-    for _ in 0..400 {
-        step(&mut game_bots.0, &mut game_bots.1, &mut Vec::new());
-    }
-    game_bots
+    game
 }
 
-/// Collects the bots' inputs (untimed), then pushes them and ticks (timed).
-fn step(game: &mut Match, bots: &mut [Bot], inputs: &mut Vec<(PlayerId, Vec<u8>)>) -> Duration {
-    inputs.clear();
-    for bot in bots.iter_mut() {
-        if let Some(msg) = bot.think(game) {
-            inputs.push((bot.player, msg));
+/// Inputs of each tick, as the bots sent them.
+type Recording = Vec<Vec<(PlayerId, Vec<u8>)>>;
+
+/// Plays a match with bots for `ticks` ticks, recording their inputs.
+fn record(players: u16, seed: u64, ticks: usize) -> Recording {
+    let mut game = new_match(players, seed);
+    let mut bots: Vec<Bot> = (0..players).map(|i| Bot::new(PlayerId(i), seed + i as u64)).collect();
+    let mut recording = Vec::with_capacity(ticks);
+    for _ in 0..ticks {
+        let mut inputs = Vec::new();
+        for bot in &mut bots {
+            if let Some(msg) = bot.think(&game) {
+                let _ = game.push_input(bot.player, &msg);
+                inputs.push((bot.player, msg));
+            }
         }
+        game.tick();
+        recording.push(inputs);
     }
-    let start = Instant::now();
-    for (player, msg) in inputs.iter() {
+    recording
+}
+
+/// One replayed tick.
+#[inline]
+fn replay(game: &mut Match, inputs: &[(PlayerId, Vec<u8>)]) {
+    for (player, msg) in inputs {
         let _ = black_box(game.push_input(*player, msg));
     }
-    let out = game.tick();
-    let elapsed = start.elapsed();
-    black_box(out);
-    elapsed
+    black_box(game.tick());
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A clock: thread CPU time, or wall time with `TICK_BENCH_WALL=1`.
+fn now(wall: bool, epoch: Instant) -> Duration {
+    if wall {
+        epoch.elapsed()
+    } else {
+        thread_cpu_time()
+    }
 }
 
 fn print_wire_sizes() {
-    println!("wire sizes (Oak City, 20 Hz, bots, 60 s of running play):");
+    println!("wire sizes (Oak City, 20 Hz, bots, 60 s of running play after warm-up):");
     for players in [16u16, 64, 200] {
-        let (mut game, mut bots) = running_match(players, 1);
+        let seconds = 60;
+        let rec = record(players, 1, WARMUP + seconds * 20);
+        let mut game = new_match(players, 1);
+        for inputs in &rec[..WARMUP] {
+            replay(&mut game, inputs);
+        }
+        assert_eq!(game.phase(), Phase::Running);
         let (mut delta_bytes, mut changed, mut deltas) = (0usize, 0u64, 0u64);
         let (mut kf_bytes, mut kfs, mut total) = (0usize, 0u64, 0usize);
-        let seconds = 60;
-        for _ in 0..seconds * game.tick_hz() {
-            for bot in bots.iter_mut() {
-                if let Some(msg) = bot.think(&game) {
-                    let _ = game.push_input(bot.player, &msg);
-                }
+        for inputs in &rec[WARMUP..] {
+            for (player, msg) in inputs {
+                let _ = game.push_input(*player, msg);
             }
             let out = game.tick();
             match &out.keyframe {
@@ -81,29 +120,53 @@ fn print_wire_sizes() {
             }
             total += out.message().len();
         }
+        let inputs: usize = rec[WARMUP..].iter().map(Vec::len).sum();
         println!(
             "  {players:>3} players: {:.2} bytes/changed entity ({:.1} changed entities, {:.0} bytes per delta), \
-             keyframe {:.0} bytes, state {:.0} bytes/s per player",
+             keyframe {:.0} bytes, state {:.0} bytes/s per player, {:.1} inputs/tick",
             delta_bytes as f64 / changed.max(1) as f64,
             changed as f64 / deltas.max(1) as f64,
             delta_bytes as f64 / deltas.max(1) as f64,
             kf_bytes as f64 / kfs.max(1) as f64,
             total as f64 / seconds as f64,
+            inputs as f64 / (seconds * 20) as f64,
         );
     }
 }
 
 fn bench_tick(c: &mut Criterion) {
+    let wall = std::env::var_os("TICK_BENCH_WALL").is_some_and(|v| v == "1");
+    let epoch = Instant::now();
     let mut group = c.benchmark_group("tick");
-    group.measurement_time(Duration::from_secs(8));
+    group.measurement_time(Duration::from_secs(6));
     for players in [16u16, 64, 200] {
+        let rec = record(players, 2, WARMUP + RECORDED);
         group.bench_function(BenchmarkId::from_parameter(players), |b| {
-            let (mut game, mut bots) = running_match(players, 2);
-            let mut inputs = Vec::with_capacity(players as usize);
+            let fresh = || {
+                let mut game = new_match(players, 2);
+                for inputs in &rec[..WARMUP] {
+                    replay(&mut game, inputs);
+                }
+                game
+            };
+            let mut game = fresh();
+            let mut t = WARMUP;
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += step(&mut game, &mut bots, &mut inputs);
+                let mut left = iters as usize;
+                while left > 0 {
+                    if t == rec.len() {
+                        game = fresh();
+                        t = WARMUP;
+                    }
+                    let batch = left.min(rec.len() - t);
+                    let start = now(wall, epoch);
+                    for inputs in &rec[t..t + batch] {
+                        replay(&mut game, inputs);
+                    }
+                    total += now(wall, epoch).saturating_sub(start);
+                    t += batch;
+                    left -= batch;
                 }
                 total
             });

@@ -4,7 +4,7 @@
 //! the code is trusted — so it sees exactly what a remote subscriber would:
 //! items in seq order, `gap`s when it falls behind, and bounded memory.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::engine::{EngineError, StreamPosition};
@@ -18,7 +18,8 @@ pub struct LocalClient {
     name: String,
     hub: Arc<Hub>,
     outbox: Arc<Outbox>,
-    subscriptions: HashMap<TopicKey, Arc<TopicKey>>,
+    /// Shares the hub's key for each topic: no per-connection copies.
+    subscriptions: HashSet<Arc<TopicKey>>,
 }
 
 impl LocalClient {
@@ -30,7 +31,7 @@ impl LocalClient {
             name: name.into(),
             hub,
             outbox,
-            subscriptions: HashMap::new(),
+            subscriptions: HashSet::new(),
         }
     }
 
@@ -40,7 +41,7 @@ impl LocalClient {
 
     /// Subscribes to new items on `topic` (its `ok` is consumed here).
     pub async fn subscribe(&mut self, topic: TopicKey) -> Result<(), EngineError> {
-        if self.subscriptions.contains_key(&topic) {
+        if self.subscriptions.contains(&topic) {
             return Ok(());
         }
         let shared = self
@@ -48,17 +49,17 @@ impl LocalClient {
             .subscribe(
                 self.id,
                 &self.outbox,
-                topic.clone(),
+                topic,
                 &RequestId::Unsigned(0),
                 None,
             )
             .await?;
-        self.subscriptions.insert(topic, shared);
+        self.subscriptions.insert(shared);
         Ok(())
     }
 
     pub fn unsubscribe(&mut self, topic: &TopicKey) {
-        if self.subscriptions.remove(topic).is_some() {
+        if self.subscriptions.remove(topic) {
             self.hub.unsubscribe(self.id, topic);
             self.outbox.purge_topic(topic);
         }
@@ -94,7 +95,7 @@ impl LocalClient {
 
 impl Drop for LocalClient {
     fn drop(&mut self) {
-        for key in std::mem::take(&mut self.subscriptions).into_keys() {
+        for key in std::mem::take(&mut self.subscriptions) {
             self.hub.unsubscribe(self.id, &key);
         }
     }

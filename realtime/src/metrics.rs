@@ -71,7 +71,7 @@ impl Metrics {
         };
         // Both transports show from the start, at 0.
         for transport in ["ws", "http"] {
-            m.publishes.get_or_create(&TransportLabel { transport });
+            let _ = m.publishes.get_or_create(&TransportLabel { transport });
         }
         registry.register(
             "connections",

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::engine::Epoch;
 use crate::error::close;
@@ -105,7 +104,6 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     wake: Notify,
-    closing: CancellationToken,
     limits: OutboxLimits,
     metrics: Arc<Metrics>,
 }
@@ -125,7 +123,6 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
-            closing: CancellationToken::new(),
             limits,
             metrics,
         }
@@ -279,7 +276,6 @@ impl Outbox {
         s.items = VecDeque::new();
         s.item_bytes = 0;
         s.pending_gaps.clear();
-        self.closing.cancel();
         self.wake.notify_one();
     }
 
@@ -296,15 +292,16 @@ impl Outbox {
             s.pending_gaps.clear();
         }
         drop(s);
-        self.closing.cancel();
         self.wake.notify_one();
     }
 
-    /// Resolves once a close was requested.
-    pub fn closing(&self) -> &CancellationToken {
-        &self.closing
+    /// Whether a close was requested.
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().close.is_some()
     }
 
+    /// Resolves when something was queued or a close was requested since the
+    /// last call (a wake-up that came while nobody waited is kept).
     pub async fn wait(&self) {
         self.wake.notified().await;
     }
@@ -510,7 +507,7 @@ mod tests {
         o.push_item(&t, 1, &item(&t, 1));
         o.push_item(&t, 2, &item(&t, 2));
         o.push_item(&t, 3, &item(&t, 3));
-        assert!(o.closing().is_cancelled());
+        assert!(o.is_closed());
         assert_eq!(o.queued_item_bytes(), 0);
         match o.drain() {
             Drained::Close(c) => assert_eq!(c.code, close::TOO_SLOW),

@@ -2,7 +2,7 @@
 //! the handling of each request. Knows nothing of sockets; replies go to the
 //! connection's [`Outbox`], a reason to close comes back as a [`CloseRequest`].
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,7 +24,8 @@ pub struct Session {
     hub: Arc<Hub>,
     outbox: Arc<Outbox>,
     claims: Claims,
-    subscriptions: HashMap<TopicKey, Arc<TopicKey>>,
+    /// Shares the hub's key for each topic: no per-connection copies.
+    subscriptions: HashSet<Arc<TopicKey>>,
     rate: DefaultDirectRateLimiter,
     refusals: u32,
     refusal_window: Instant,
@@ -37,7 +38,9 @@ pub fn quota(per_sec: u32, burst: u32) -> Quota {
 }
 
 impl Session {
-    pub fn new(app: Arc<App>, outbox: Arc<Outbox>, claims: Claims) -> Self {
+    pub fn new(app: Arc<App>, outbox: Arc<Outbox>, mut claims: Claims) -> Self {
+        // Held for the connection's life; the token id is never needed again.
+        claims.jti = String::new();
         let limits = &app.config.limits;
         Self {
             id: next_conn_id(),
@@ -46,7 +49,7 @@ impl Session {
             app,
             outbox,
             claims,
-            subscriptions: HashMap::new(),
+            subscriptions: HashSet::new(),
             refusals: 0,
             refusal_window: Instant::now(),
         }
@@ -119,7 +122,8 @@ impl Session {
             }
             Request::Auth { id, token } => {
                 match self.app.tokens.verify(&token) {
-                    Ok(claims) => {
+                    Ok(mut claims) => {
+                        claims.jti = String::new();
                         self.claims = claims;
                         self.outbox.push_control(encode_ok(Some(&id), None, None));
                     }
@@ -179,7 +183,7 @@ impl Session {
             return Ok(());
         }
         // A second `sub` replaces the first: no double delivery.
-        let replacing = self.subscriptions.contains_key(&key);
+        let replacing = self.subscriptions.contains(&key);
         if replacing {
             self.unsubscribe(&key);
         } else if self.subscriptions.len() >= self.app.config.limits.max_subscriptions {
@@ -196,11 +200,11 @@ impl Session {
         let resume = resume_after.map(|after| Resume { after, epoch });
         match self
             .hub
-            .subscribe(self.id, &self.outbox, key.clone(), &id, resume)
+            .subscribe(self.id, &self.outbox, key, &id, resume)
             .await
         {
             Ok(shared) => {
-                self.subscriptions.insert(key, shared);
+                self.subscriptions.insert(shared);
             }
             Err(e) => self.reply_err(Some(&id), ErrorCode::Unavailable, &e.to_string()),
         }
@@ -208,7 +212,7 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, key: &TopicKey) {
-        if self.subscriptions.remove(key).is_some() {
+        if self.subscriptions.remove(key) {
             self.hub.unsubscribe(self.id, key);
             self.outbox.purge_topic(key);
         }
@@ -254,7 +258,7 @@ impl Session {
 
     /// Leaves every subscription (the connection is going away).
     pub fn finish(&mut self) {
-        for key in std::mem::take(&mut self.subscriptions).into_keys() {
+        for key in std::mem::take(&mut self.subscriptions) {
             self.hub.unsubscribe(self.id, &key);
         }
     }

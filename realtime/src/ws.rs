@@ -1,11 +1,11 @@
 //! `GET /v1/ws`: the WebSocket endpoint.
 //!
 //! The token is checked before the upgrade (a bad one gets HTTP 401). Each
-//! connection then runs two tasks: the reader (this module's `read_loop`,
-//! which decodes frames and drives the [`Session`]) and the writer, which
-//! drains the connection's [`Outbox`] into as few frames as possible and
-//! flushes once per batch. Either side ends the connection by asking the outbox
-//! to close; the writer sends the close frame.
+//! connection is then one task: it decodes frames and drives the
+//! [`Session`], and drains the connection's [`Outbox`] into as few frames as
+//! possible, flushing once per batch. Whatever decides the connection must end
+//! (a protocol violation, the hub finding it too slow, expiry, shutdown) asks
+//! the outbox to close; the task sends the close frame after what was queued.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,13 +16,12 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::time::Instant;
 
 use crate::error::{close, ApiError, ErrorCode};
 use crate::http::bearer_token;
-use crate::outbox::{Drained, Outbox, OutboxLimits};
+use crate::outbox::{CloseRequest, Drained, Outbox, OutboxLimits};
 use crate::protocol::{decode_messages, encode_hb, Request};
 use crate::server::App;
 use crate::session::Session;
@@ -31,9 +30,10 @@ use crate::token::Claims;
 /// Frames the server sends are packed up to this size: big enough to batch
 /// thousands of small items, small enough that socket buffers stay modest.
 const PACK_LIMIT: usize = 64 * 1024;
-/// tungstenite's read buffer per connection (its default is 128 KiB; most
-/// client frames are tiny, and larger ones grow it on demand).
-const READ_BUFFER: usize = 2 * 1024;
+/// tungstenite's read buffer per connection (its default is 128 KiB). Most
+/// client frames are tiny; a larger one grows the buffer to its size, and is
+/// read in chunks of this size.
+const READ_BUFFER: usize = 256;
 /// How long a closing connection waits for the peer's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -79,7 +79,11 @@ pub async fn upgrade(
         .on_upgrade(move |socket| tracker.track_future(serve_connection(socket, app, claims)))
 }
 
-async fn serve_connection(socket: WebSocket, app: Arc<App>, claims: Claims) {
+/// One task per connection: it reads and handles requests, and whenever the
+/// outbox has something it writes it out (one flush per batch). While a write
+/// is in progress the connection's own requests wait — backpressure on that
+/// client only; the hub never waits for a connection.
+async fn serve_connection(mut socket: WebSocket, app: Arc<App>, claims: Claims) {
     let metrics = app.metrics.clone();
     metrics.connections.inc();
     metrics.connections_total.inc();
@@ -92,101 +96,159 @@ async fn serve_connection(socket: WebSocket, app: Arc<App>, claims: Claims) {
         },
         metrics.clone(),
     ));
-    let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, outbox.clone(), app.clone()));
     let mut session = Session::new(app.clone(), outbox.clone(), claims);
     let conn = session.id();
     tracing::debug!(conn, sub = %session.subject(), "connected");
-    read_loop(&mut stream, &mut session, &outbox, &app).await;
-    session.finish();
-    drop(session);
 
-    let write_timeout = app.config.limits.write_timeout;
-    let _ = tokio::time::timeout(write_timeout + CLOSE_LINGER, writer).await;
-    // Let the peer's close reply (and anything it still sends) arrive before the
-    // socket is dropped, so the kernel doesn't reset a connection with unread data.
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if matches!(msg, Message::Close(_)) {
-                break;
-            }
+    if let Some(close) = run(&mut socket, &mut session, &outbox, &app).await {
+        let frame = CloseFrame {
+            code: close.code,
+            reason: clip_reason(&close.reason).into(),
+        };
+        let sent = tokio::time::timeout(
+            limits.write_timeout,
+            socket.send(Message::Close(Some(frame))),
+        );
+        if sent.await.is_ok() {
+            // Let the peer's close reply (and anything it still sends) arrive
+            // before the socket is dropped, so the kernel doesn't reset a
+            // connection with unread data and lose the close frame.
+            let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                while let Some(Ok(msg)) = socket.recv().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
-    })
-    .await;
+    }
+    session.finish();
     app.connections.fetch_sub(1, Ordering::AcqRel);
     metrics.connections.dec();
     tracing::debug!(conn, "disconnected");
 }
 
-/// Reads frames until the peer leaves or the connection must close.
-async fn read_loop(
-    stream: &mut SplitStream<WebSocket>,
+/// Serves the connection until it must close: returns the close frame to
+/// send, or `None` when the peer is gone (or closed first).
+///
+/// One timer serves three deadlines — the token's expiry, the next heartbeat
+/// and, while writing, the write timeout — because every timer is state that
+/// each idle connection carries.
+async fn run(
+    socket: &mut WebSocket,
     session: &mut Session,
     outbox: &Outbox,
     app: &App,
-) {
-    let expiry = tokio::time::sleep_until(session.expires_at());
-    tokio::pin!(expiry);
+) -> Option<CloseRequest> {
+    let limits = &app.config.limits;
+    let mut expires_at = session.expires_at();
+    let mut heartbeat_at = Instant::now() + limits.heartbeat;
+    let timer = tokio::time::sleep_until(expires_at.min(heartbeat_at));
+    tokio::pin!(timer);
     loop {
+        // Everything queued goes out before waiting again.
+        match outbox.drain() {
+            Drained::Frames(frames) => {
+                timer.as_mut().reset(Instant::now() + limits.write_timeout);
+                if !write_batch(socket, frames, app, timer.as_mut()).await {
+                    return None;
+                }
+                heartbeat_at = Instant::now() + limits.heartbeat;
+                timer.as_mut().reset(expires_at.min(heartbeat_at));
+                continue;
+            }
+            Drained::Close(c) if c.code == 0 => return None,
+            Drained::Close(c) => return Some(c),
+            Drained::Empty => {}
+        }
         tokio::select! {
             biased;
-            _ = outbox.closing().cancelled() => return,
-            _ = app.shutdown.cancelled() => {
-                outbox.close(close::GOING_AWAY, "server shutting down");
-                return;
-            }
-            _ = &mut expiry => {
-                if session.expired() {
+            _ = outbox.wait() => {}
+            _ = app.shutdown.cancelled() => outbox.close(close::GOING_AWAY, "server shutting down"),
+            _ = &mut timer => {
+                let now = Instant::now();
+                if now >= expires_at && session.expired() {
                     outbox.close(close::TOKEN_EXPIRED, "token expired");
-                    return;
+                } else if now >= heartbeat_at {
+                    outbox.push_control(encode_hb());
+                    heartbeat_at = now + limits.heartbeat;
                 }
-                expiry.as_mut().reset(session.expires_at());
+                expires_at = session.expires_at();
+                timer.as_mut().reset(expires_at.min(heartbeat_at));
             }
-            msg = stream.next() => {
-                let msg = match msg {
-                    None => return,
-                    Some(Ok(msg)) => msg,
-                    Some(Err(e)) => {
-                        if is_capacity_error(e) {
-                            outbox.close(
-                                close::FRAME_TOO_LARGE,
-                                format!("frame over the {} byte limit", app.config.limits.max_frame_bytes),
-                            );
-                        } else {
-                            outbox.abort();
-                        }
-                        return;
+            msg = socket.recv() => match msg {
+                None => return None,
+                Some(Err(e)) => {
+                    if !is_capacity_error(e) {
+                        return None;
                     }
-                };
-                match msg {
-                    Message::Binary(frame) => {
-                        app.metrics.bytes_in.inc_by(frame.len() as u64);
-                        if let Err(c) = handle_frame(session, &frame).await {
-                            outbox.close(c.code, c.reason);
-                            return;
-                        }
-                        // An `auth` may have moved the expiry.
-                        expiry.as_mut().reset(session.expires_at());
-                    }
-                    Message::Text(_) => {
-                        outbox.close(close::PROTOCOL_VIOLATION, "text frames are not allowed: send binary MessagePack frames");
-                        return;
-                    }
-                    Message::Close(_) => {
-                        outbox.abort();
-                        return;
-                    }
-                    Message::Ping(_) | Message::Pong(_) => {}
+                    outbox.close(
+                        close::FRAME_TOO_LARGE,
+                        format!("frame over the {} byte limit", limits.max_frame_bytes),
+                    );
                 }
-            }
+                Some(Ok(Message::Binary(frame))) => {
+                    app.metrics.bytes_in.inc_by(frame.len() as u64);
+                    // Boxed: request handling (subscribe, publish) nests deep
+                    // futures; inlined, they would bloat every idle connection's task.
+                    if let Err(c) = Box::pin(handle_frame(session, &frame)).await {
+                        outbox.close(c.code, c.reason);
+                    }
+                    // An `auth` may have moved the expiry.
+                    if session.expires_at() != expires_at {
+                        expires_at = session.expires_at();
+                        timer.as_mut().reset(expires_at.min(heartbeat_at));
+                    }
+                }
+                Some(Ok(Message::Text(_))) => outbox.close(
+                    close::PROTOCOL_VIOLATION,
+                    "text frames are not allowed: send binary MessagePack frames",
+                ),
+                // tungstenite answers pings, and a peer's close, by itself.
+                Some(Ok(Message::Close(_))) => return None,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            },
         }
     }
 }
 
-async fn handle_frame(
-    session: &mut Session,
-    frame: &[u8],
-) -> Result<(), crate::outbox::CloseRequest> {
+/// Writes frames with one flush, giving up when `deadline` fires first. False
+/// when the connection is unusable: the peer is gone, or the write made no
+/// progress before the deadline.
+async fn write_batch(
+    socket: &mut WebSocket,
+    frames: Vec<bytes::Bytes>,
+    app: &App,
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> bool {
+    let count = frames.len() as u64;
+    let bytes: usize = frames.iter().map(|f| f.len()).sum();
+    let write = async {
+        for frame in frames {
+            socket.feed(Message::Binary(frame)).await?;
+        }
+        socket.flush().await
+    };
+    tokio::select! {
+        sent = write => match sent {
+            Ok(()) => {
+                app.metrics.bytes_out.inc_by(bytes as u64);
+                app.metrics.frames_out.inc_by(count);
+                true
+            }
+            Err(_) => false,
+        },
+        _ = deadline => {
+            let write_timeout = app.config.limits.write_timeout;
+            tracing::info!("write made no progress for {write_timeout:?}: dropping the connection");
+            app.metrics.slow_consumer_closes.inc();
+            false
+        }
+    }
+}
+
+async fn handle_frame(session: &mut Session, frame: &[u8]) -> Result<(), CloseRequest> {
     if frame.is_empty() {
         return Err(violation(
             "empty frame: a frame holds one or more MessagePack maps".into(),
@@ -201,8 +263,8 @@ async fn handle_frame(
     Ok(())
 }
 
-fn violation(reason: String) -> crate::outbox::CloseRequest {
-    crate::outbox::CloseRequest {
+fn violation(reason: String) -> CloseRequest {
+    CloseRequest {
         code: close::PROTOCOL_VIOLATION,
         reason,
     }
@@ -226,69 +288,4 @@ fn clip_reason(reason: &str) -> String {
         end -= 1;
     }
     format!("{}...", &reason[..end])
-}
-
-/// Drains the outbox into the socket: one flush per batch, `hb` when idle.
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>, app: Arc<App>) {
-    let heartbeat = app.config.limits.heartbeat;
-    let write_timeout = app.config.limits.write_timeout;
-    let metrics = &app.metrics;
-    let mut last_sent = Instant::now();
-    loop {
-        match outbox.drain() {
-            Drained::Frames(frames) => {
-                let count = frames.len() as u64;
-                let bytes: usize = frames.iter().map(|f| f.len()).sum();
-                let sent = tokio::time::timeout(write_timeout, async {
-                    for frame in frames {
-                        sink.feed(Message::Binary(frame)).await?;
-                    }
-                    sink.flush().await
-                })
-                .await;
-                match sent {
-                    Ok(Ok(())) => {
-                        metrics.bytes_out.inc_by(bytes as u64);
-                        metrics.frames_out.inc_by(count);
-                        last_sent = Instant::now();
-                    }
-                    Ok(Err(_)) => {
-                        outbox.abort();
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(
-                            "write made no progress for {write_timeout:?}: dropping the connection"
-                        );
-                        metrics.slow_consumer_closes.inc();
-                        outbox.abort();
-                        return;
-                    }
-                }
-            }
-            Drained::Close(c) => {
-                if c.code != 0 {
-                    let frame = CloseFrame {
-                        code: c.code,
-                        reason: clip_reason(&c.reason).into(),
-                    };
-                    let _ =
-                        tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(frame))))
-                            .await;
-                }
-                return;
-            }
-            Drained::Empty => {
-                let idle = heartbeat.saturating_sub(last_sent.elapsed());
-                tokio::select! {
-                    _ = outbox.wait() => {}
-                    _ = tokio::time::sleep(idle) => {
-                        if last_sent.elapsed() >= heartbeat {
-                            outbox.push_control(encode_hb());
-                        }
-                    }
-                }
-            }
-        }
-    }
 }

@@ -128,6 +128,8 @@ pub struct Map {
     acorn_cap: u16,
     golden_percent: u8,
     tiles: Vec<Tile>,
+    /// Trees as a bitmap with a one-tile solid border: `(width + 2) * (height + 2)`.
+    solid: Vec<bool>,
     burrows: Vec<Vec<(u16, u16)>>,
     spawnable: Vec<u32>,
 }
@@ -383,7 +385,16 @@ impl Map {
             ));
         }
 
+        let (pw, ph) = (width + 2, height + 2);
+        let mut solid = vec![true; pw * ph];
+        for y in 0..height {
+            for x in 0..width {
+                solid[(y + 1) * pw + x + 1] = tiles[y * width + x] == Tile::Tree;
+            }
+        }
+
         Ok(Map {
+            solid,
             name,
             width: width as u16,
             height: height as u16,
@@ -433,7 +444,12 @@ impl Map {
     /// True for trees and for everything outside the map.
     #[inline]
     pub fn is_solid(&self, x: i32, y: i32) -> bool {
-        !matches!(self.tile(x, y), Some(Tile::Grass | Tile::Burrow(_)))
+        let pw = self.width as usize + 2;
+        let (px, py) = (x.wrapping_add(1) as u32 as usize, y.wrapping_add(1) as u32 as usize);
+        if px >= pw {
+            return true;
+        }
+        *self.solid.get(py.wrapping_mul(pw).wrapping_add(px)).unwrap_or(&true)
     }
 
     /// The team whose burrow covers `(x, y)`, if any.
@@ -508,6 +524,8 @@ mod tests {
         assert_eq!(m.burrow_tiles(1), &[(7, 1), (8, 1)]);
         assert_eq!(m.tile(4, 3), Some(Tile::Tree));
         assert!(m.is_solid(-1, 3) && m.is_solid(10, 3) && m.is_solid(0, 0));
+        assert!(m.is_solid(3, -1) && m.is_solid(3, 8) && m.is_solid(i32::MIN, 2) && m.is_solid(2, i32::MAX));
+        assert!(m.is_solid(-2, -2) && m.is_solid(11, 9) && m.is_solid(4, 3) && !m.is_solid(3, 3));
         assert!(!m.is_solid(1, 1));
         assert_eq!(m.burrow_team(8, 1), Some(1));
         assert!(m.is_spawnable(3, 2) && !m.is_spawnable(1, 1) && !m.is_spawnable(4, 3));

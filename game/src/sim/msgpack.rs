@@ -7,6 +7,7 @@
 //! reserve memory or loop.
 
 /// Appends an unsigned integer in its smallest MessagePack form.
+#[inline]
 pub(crate) fn put_uint(out: &mut Vec<u8>, v: u64) {
     if v < 128 {
         out.push(v as u8);
@@ -26,6 +27,7 @@ pub(crate) fn put_uint(out: &mut Vec<u8>, v: u64) {
 
 /// Appends a signed integer in its smallest MessagePack form (non-negative
 /// values use the unsigned forms, as every MessagePack encoder does).
+#[inline]
 pub(crate) fn put_int(out: &mut Vec<u8>, v: i64) {
     if v >= 0 {
         put_uint(out, v as u64);

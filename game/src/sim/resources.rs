@@ -106,11 +106,25 @@ impl Roster {
     }
 }
 
+/// An acorn on the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcornCell {
+    /// The acorn's entity.
+    pub entity: Entity,
+    /// Its kind.
+    pub kind: AcornKind,
+    /// Its wire id.
+    pub id: u16,
+}
+
 /// Acorn bookkeeping: which tile holds which acorn, and the id pool.
 #[derive(Resource, Debug)]
 pub struct Acorns {
     width: u16,
-    cells: Vec<Option<(Entity, AcornKind)>>,
+    /// Per tile: 0 for none, else the acorn's id + 1 (small, so the grid stays in cache).
+    cells: Vec<u32>,
+    /// Per id: the acorn on the grid with that id.
+    by_id: Vec<Option<(Entity, AcornKind)>>,
     count: u16,
     free_ids: BinaryHeap<Reverse<u16>>,
     next_id: u16,
@@ -123,7 +137,8 @@ impl Acorns {
     pub fn new(map: &Map) -> Self {
         Acorns {
             width: map.width(),
-            cells: vec![None; map.width() as usize * map.height() as usize],
+            cells: vec![0; map.width() as usize * map.height() as usize],
+            by_id: Vec::new(),
             count: 0,
             free_ids: BinaryHeap::new(),
             next_id: 0,
@@ -142,8 +157,17 @@ impl Acorns {
 
     /// The acorn on tile `(x, y)`, if any.
     #[inline]
-    pub fn at(&self, x: i32, y: i32) -> Option<(Entity, AcornKind)> {
-        self.index(x, y).and_then(|i| self.cells[i])
+    pub fn at(&self, x: i32, y: i32) -> Option<AcornCell> {
+        let cell = *self.cells.get(self.index(x, y)?)?;
+        let id = cell.checked_sub(1)? as u16;
+        let (entity, kind) = (*self.by_id.get(id as usize)?)?;
+        Some(AcornCell { entity, kind, id })
+    }
+
+    /// True if no acorn lies on `(x, y)`.
+    #[inline]
+    pub fn is_free(&self, x: i32, y: i32) -> bool {
+        self.index(x, y).is_some_and(|i| self.cells[i] == 0)
     }
 
     /// Acorns on the ground.
@@ -166,8 +190,12 @@ impl Acorns {
     /// Records a new acorn entity on a free tile.
     pub fn place(&mut self, x: i32, y: i32, entity: Entity, id: u16, kind: AcornKind) {
         if let Some(i) = self.index(x, y) {
-            debug_assert!(self.cells[i].is_none());
-            self.cells[i] = Some((entity, kind));
+            debug_assert!(self.cells[i] == 0);
+            self.cells[i] = id as u32 + 1;
+            if self.by_id.len() <= id as usize {
+                self.by_id.resize(id as usize + 1, None);
+            }
+            self.by_id[id as usize] = Some((entity, kind));
             self.count += 1;
             self.ids.insert(entity, id);
         }
@@ -175,13 +203,13 @@ impl Acorns {
 
     /// Removes the acorn on `(x, y)` from the grid (its id stays taken until
     /// [`Acorns::release`]); returns it.
-    pub fn take(&mut self, x: i32, y: i32) -> Option<(Entity, AcornKind)> {
+    pub fn take(&mut self, x: i32, y: i32) -> Option<AcornCell> {
+        let taken = self.at(x, y)?;
         let i = self.index(x, y)?;
-        let taken = self.cells[i].take();
-        if taken.is_some() {
-            self.count -= 1;
-        }
-        taken
+        self.cells[i] = 0;
+        self.by_id[taken.id as usize] = None;
+        self.count -= 1;
+        Some(taken)
     }
 
     /// Forgets a despawned acorn entity and frees its id; returns the id.
@@ -252,7 +280,8 @@ mod tests {
             acorns.place(3 + i as i32, 2, e, id, AcornKind::Plain);
         }
         assert_eq!(acorns.count(), 3);
-        assert_eq!(acorns.take(4, 2).map(|t| t.0), Some(e[1]));
+        assert_eq!(acorns.take(4, 2).map(|t| (t.entity, t.id)), Some((e[1], 1)));
+        assert!(acorns.is_free(4, 2) && !acorns.is_free(3, 2) && !acorns.is_free(-1, 0));
         assert_eq!(acorns.count(), 2);
         assert_eq!(acorns.release(e[1]), Some(1));
         assert_eq!(acorns.alloc_id(), 1);

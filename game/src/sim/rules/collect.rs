@@ -2,7 +2,7 @@
 
 use bevy_ecs::prelude::*;
 
-use crate::sim::components::{AcornKind, Carry, Dash, Position, Score, Squirrel, Stats, Stun};
+use crate::sim::components::{AcornKind, Carry, Dash, Position, Score, Squirrel, Stats, Stun, Vec2};
 use crate::sim::events::GameEvent;
 use crate::sim::map::tile_coord;
 use crate::sim::params::{MAX_CHARGES, PICKUP_RADIUS};
@@ -10,94 +10,118 @@ use crate::sim::resources::{Acorns, GameMap, TeamScores};
 
 use super::TickSet;
 
-/// Adds the collecting systems.
+/// Adds the collecting system.
 pub fn plugin(schedule: &mut Schedule) {
-    schedule.add_systems((pick_up, deliver).chain().in_set(TickSet::Collect));
+    schedule.add_systems(collect.in_set(TickSet::Collect));
 }
 
-/// A squirrel that is not stunned and has room picks up every acorn whose tile
-/// centre is within [`PICKUP_RADIUS`] of its centre, up to the carry cap. A
-/// golden acorn also gives a dash charge (at most [`MAX_CHARGES`]).
-pub fn pick_up(
+/// What [`collect`] reads and writes of a squirrel.
+pub type Collector = (
+    &'static Squirrel,
+    &'static Position,
+    &'static Stun,
+    &'static mut Carry,
+    &'static mut Dash,
+    &'static mut Score,
+    &'static mut Stats,
+);
+
+/// Each squirrel first picks up ([`pick_up`]), then delivers ([`deliver`]).
+pub fn collect(
     mut commands: Commands,
+    map: Res<GameMap>,
     mut acorns: ResMut<Acorns>,
-    mut squirrels: Query<(&Squirrel, &Position, &Stun, &mut Carry, &mut Dash)>,
+    mut scores: ResMut<TeamScores>,
+    mut squirrels: Query<Collector>,
     mut events: MessageWriter<GameEvent>,
 ) {
-    if acorns.count() == 0 {
+    let any_acorns = acorns.count() > 0;
+    for (sq, pos, stun, mut carry, mut dash, mut score, mut stats) in &mut squirrels {
+        if any_acorns && stun.0 == 0 && !carry.is_full() {
+            pick_up(&mut commands, &mut acorns, sq, pos.0, &mut carry, &mut dash, &mut events);
+        }
+        if carry.count() > 0 {
+            deliver(&map, &mut scores, sq, pos.0, &mut carry, &mut score, &mut stats, &mut events);
+        }
+    }
+}
+
+/// Pickup: a squirrel that is not stunned and has room picks up every acorn
+/// whose tile centre is within [`PICKUP_RADIUS`] of its centre, up to the
+/// carry cap. A golden acorn also gives a dash charge (at most [`MAX_CHARGES`]).
+pub fn pick_up(
+    commands: &mut Commands,
+    acorns: &mut Acorns,
+    sq: &Squirrel,
+    p: Vec2,
+    carry: &mut Mut<Carry>,
+    dash: &mut Mut<Dash>,
+    events: &mut MessageWriter<GameEvent>,
+) {
+    let r2 = PICKUP_RADIUS * PICKUP_RADIUS;
+    let (x0, x1) = (tile_coord(p.x - PICKUP_RADIUS), tile_coord(p.x + PICKUP_RADIUS));
+    let (y0, y1) = (tile_coord(p.y - PICKUP_RADIUS), tile_coord(p.y + PICKUP_RADIUS));
+    for ty in y0..=y1 {
+        for tx in x0..=x1 {
+            if carry.is_full() {
+                return;
+            }
+            let Some(acorn) = acorns.at(tx, ty) else {
+                continue;
+            };
+            let (dx, dy) = (tx as f32 + 0.5 - p.x, ty as f32 + 0.5 - p.y);
+            if dx * dx + dy * dy >= r2 {
+                continue;
+            }
+            acorns.take(tx, ty);
+            commands.entity(acorn.entity).despawn();
+            carry.add(acorn.kind);
+            if acorn.kind == AcornKind::Golden && dash.charges < MAX_CHARGES {
+                dash.charges += 1;
+            }
+            events.write(GameEvent::Pickup {
+                player: sq.id,
+                acorn: acorn.id,
+                kind: acorn.kind,
+            });
+        }
+    }
+}
+
+/// Delivery: a squirrel carrying acorns whose centre is on a tile of its own
+/// team's burrow delivers them all: the points go to the player and the team.
+#[allow(clippy::too_many_arguments)]
+pub fn deliver(
+    map: &GameMap,
+    scores: &mut ResMut<TeamScores>,
+    sq: &Squirrel,
+    p: Vec2,
+    carry: &mut Mut<Carry>,
+    score: &mut Mut<Score>,
+    stats: &mut Mut<Stats>,
+    events: &mut MessageWriter<GameEvent>,
+) {
+    if map.burrow_team(tile_coord(p.x), tile_coord(p.y)) != Some(sq.team) {
         return;
     }
-    let r2 = PICKUP_RADIUS * PICKUP_RADIUS;
-    for (sq, pos, stun, mut carry, mut dash) in &mut squirrels {
-        if stun.0 > 0 || carry.is_full() {
-            continue;
-        }
-        let p = pos.0;
-        let (x0, x1) = (tile_coord(p.x - PICKUP_RADIUS), tile_coord(p.x + PICKUP_RADIUS));
-        let (y0, y1) = (tile_coord(p.y - PICKUP_RADIUS), tile_coord(p.y + PICKUP_RADIUS));
-        for ty in y0..=y1 {
-            for tx in x0..=x1 {
-                if carry.is_full() {
-                    break;
-                }
-                let Some((entity, kind)) = acorns.at(tx, ty) else {
-                    continue;
-                };
-                let (dx, dy) = (tx as f32 + 0.5 - p.x, ty as f32 + 0.5 - p.y);
-                if dx * dx + dy * dy >= r2 {
-                    continue;
-                }
-                acorns.take(tx, ty);
-                commands.entity(entity).despawn();
-                carry.add(kind);
-                if kind == AcornKind::Golden && dash.charges < MAX_CHARGES {
-                    dash.charges += 1;
-                }
-                events.write(GameEvent::Pickup {
-                    player: sq.id,
-                    acorn: acorns.ids.get(&entity).copied().unwrap_or(u16::MAX),
-                    kind,
-                });
-            }
-        }
+    let delivered = std::mem::take(&mut **carry);
+    let points = delivered.points();
+    score.0 += points;
+    stats.delivered += delivered.count() as u32;
+    if let Some(team) = scores.0.get_mut(sq.team as usize) {
+        *team += points;
     }
-}
-
-/// A squirrel carrying acorns whose centre is on a tile of its own team's
-/// burrow delivers them all: the points go to the player and the team.
-pub fn deliver(
-    map: Res<GameMap>,
-    mut scores: ResMut<TeamScores>,
-    mut squirrels: Query<(&Squirrel, &Position, &mut Carry, &mut Score, &mut Stats)>,
-    mut events: MessageWriter<GameEvent>,
-) {
-    for (sq, pos, mut carry, mut score, mut stats) in &mut squirrels {
-        if carry.count() == 0 {
-            continue;
-        }
-        let (tx, ty) = (tile_coord(pos.0.x), tile_coord(pos.0.y));
-        if map.burrow_team(tx, ty) != Some(sq.team) {
-            continue;
-        }
-        let delivered = std::mem::take(&mut *carry);
-        let points = delivered.points();
-        score.0 += points;
-        stats.delivered += delivered.count() as u32;
-        if let Some(team) = scores.0.get_mut(sq.team as usize) {
-            *team += points;
-        }
-        events.write(GameEvent::Deliver {
-            player: sq.id,
-            acorns: delivered.count(),
-            points,
-        });
-    }
+    events.write(GameEvent::Deliver {
+        player: sq.id,
+        acorns: delivered.count(),
+        points,
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::components::{Acorn, PlayerId, Vec2};
+    use crate::sim::components::{Acorn, PlayerId};
     use crate::sim::params::{ACORN_POINTS, GOLDEN_POINTS};
     use crate::sim::rules::testkit::*;
 
@@ -108,7 +132,7 @@ mod tests {
         let near = spawn_acorn(&mut w, 4, 6, AcornKind::Plain); // centre 0.7 away: out of reach
         let on = spawn_acorn(&mut w, 3, 6, AcornKind::Golden); // centre 0.3 away
         let far = spawn_acorn(&mut w, 3, 4, AcornKind::Plain);
-        run(&mut w, pick_up);
+        run(&mut w, collect);
         assert_eq!(w.get::<Carry>(s), Some(&Carry { plain: 0, golden: 1 }));
         assert_eq!(w.get::<Dash>(s).map(|d| d.charges), Some(2), "golden gives a charge");
         assert!(w.get_entity(on).is_err(), "picked acorn is despawned");
@@ -120,7 +144,7 @@ mod tests {
         );
         // Step closer: now the other one is within reach.
         w.get_mut::<Position>(s).expect("s").0 = Vec2::new(4.1, 6.5);
-        run(&mut w, pick_up);
+        run(&mut w, collect);
         assert_eq!(w.get::<Carry>(s).map(|c| c.count()), Some(2));
     }
 
@@ -130,17 +154,17 @@ mod tests {
         let s = spawn_squirrel(&mut w, 0, 0, tile_centre(4, 6));
         *w.get_mut::<Carry>(s).expect("s") = Carry { plain: 5, golden: 0 };
         spawn_acorn(&mut w, 4, 6, AcornKind::Plain);
-        run(&mut w, pick_up);
+        run(&mut w, collect);
         assert_eq!(w.get::<Carry>(s).map(|c| c.count()), Some(5), "full paws");
         *w.get_mut::<Carry>(s).expect("s") = Carry::default();
         w.get_mut::<Stun>(s).expect("s").0 = 3;
-        run(&mut w, pick_up);
+        run(&mut w, collect);
         assert_eq!(w.get::<Carry>(s).map(|c| c.count()), Some(0), "stunned");
         w.get_mut::<Stun>(s).expect("s").0 = 0;
         w.get_mut::<Dash>(s).expect("s").charges = MAX_CHARGES;
         w.resource_mut::<Acorns>().take(4, 6);
         spawn_acorn(&mut w, 4, 6, AcornKind::Golden);
-        run(&mut w, pick_up);
+        run(&mut w, collect);
         assert_eq!(w.get::<Carry>(s).map(|c| c.golden), Some(1));
         assert_eq!(w.get::<Dash>(s).map(|d| d.charges), Some(MAX_CHARGES));
         assert_eq!(w.query::<&Acorn>().iter(&w).count(), 1, "the acorn taken off the grid stays until despawned by its owner");
@@ -154,7 +178,7 @@ mod tests {
         let away = spawn_squirrel(&mut w, 1, 0, tile_centre(9, 1));
         *w.get_mut::<Carry>(home).expect("h") = Carry { plain: 3, golden: 1 };
         *w.get_mut::<Carry>(away).expect("a") = Carry { plain: 2, golden: 0 };
-        run(&mut w, deliver);
+        run(&mut w, collect);
         let points = 3 * ACORN_POINTS + GOLDEN_POINTS;
         assert_eq!(w.get::<Carry>(home), Some(&Carry::default()));
         assert_eq!(w.get::<Score>(home), Some(&Score(points)));

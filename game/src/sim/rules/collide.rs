@@ -27,6 +27,13 @@ pub fn slide(map: &Map, from: Vec2, delta: Vec2) -> Vec2 {
         delta = delta * (MAX_MOVE / longest);
         longest = MAX_MOVE;
     }
+    // Fast path: the box swept from `from` to `from + delta` touches no solid tile.
+    if longest <= MAX_STEP {
+        let to = from + delta;
+        if area_free(map, from.x.min(to.x), from.x.max(to.x), from.y.min(to.y), from.y.max(to.y)) {
+            return to;
+        }
+    }
     let steps = if longest <= MAX_STEP {
         1
     } else {
@@ -43,6 +50,23 @@ pub fn slide(map: &Map, from: Vec2, delta: Vec2) -> Vec2 {
         p = Vec2::new(x, y);
     }
     p
+}
+
+/// True if a box of half-size [`SQUIRREL_HALF`] whose centre spans
+/// `[x0, x1] x [y0, y1]` overlaps no solid tile.
+#[inline]
+fn area_free(map: &Map, x0: f32, x1: f32, y0: f32, y1: f32) -> bool {
+    let h = SQUIRREL_HALF;
+    let (tx0, tx1) = (tile_coord(x0 - h), tile_coord(x1 + h - GAP * 0.5));
+    let (ty0, ty1) = (tile_coord(y0 - h), tile_coord(y1 + h - GAP * 0.5));
+    for ty in ty0..=ty1 {
+        for tx in tx0..=tx1 {
+            if map.is_solid(tx, ty) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Moves coordinate `a` by `d` along one axis; `b` is the other coordinate.

@@ -12,7 +12,11 @@ use super::TickSet;
 
 /// Adds the combat systems.
 pub fn plugin(schedule: &mut Schedule) {
-    schedule.add_systems((knock_out, run_down_timers).chain().in_set(TickSet::Combat));
+    schedule.add_systems(
+        (knock_out, run_down_timers)
+            .chain_ignore_deferred()
+            .in_set(TickSet::Combat),
+    );
 }
 
 /// Every dashing squirrel knocks out each enemy (another team) within

@@ -87,16 +87,19 @@ pub fn drop_players(
     mut acorns: ResMut<Acorns>,
     mut roster: ResMut<Roster>,
     mut inputs: ResMut<InputBuffer>,
-    squirrels: Query<(Entity, &Squirrel, &Presence, &Position, &Carry, Has<Leaving>)>,
+    squirrels: Query<(Entity, &Squirrel, &Presence, Has<Leaving>)>,
+    carried: Query<(&Position, &Carry)>,
 ) {
-    for (entity, sq, presence, pos, carry, leaving) in &squirrels {
+    for (entity, sq, presence, leaving) in &squirrels {
         let expired = !presence.connected
             && clock.tick.saturating_sub(presence.since_tick) >= rules.grace_ticks;
         if !leaving && !expired {
             continue;
         }
-        if carry.count() > 0 && clock.phase == Phase::Running {
-            scatter(&mut commands, &mut acorns, &map, &mut rng, pos.0, *carry);
+        if let Ok((pos, carry)) = carried.get(entity) {
+            if carry.count() > 0 && clock.phase == Phase::Running {
+                scatter(&mut commands, &mut acorns, &map, &mut rng, pos.0, *carry);
+            }
         }
         roster.free(sq.id, sq.team);
         inputs.reset(sq.id);

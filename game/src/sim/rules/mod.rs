@@ -45,6 +45,11 @@ pub enum TickSet {
     Net,
 }
 
+/// Motion, Combat, Collect and Spawn: the sets that only run while the match
+/// is running (one run condition for all four).
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Play;
+
 /// Run condition: the match is in [`Phase::Running`].
 pub fn running(clock: Res<Clock>) -> bool {
     clock.phase == Phase::Running
@@ -63,8 +68,14 @@ pub fn build_schedule() -> Schedule {
             TickSet::Spawn,
             TickSet::Net,
         )
-            .chain(),
+            .chain_ignore_deferred(),
     );
+    // Two sync points for commands (spawns, despawns): departures are gone
+    // before anything moves, and everything is applied before encoding.
+    schedule.add_systems((
+        ApplyDeferred.after(TickSet::Lifecycle).before(TickSet::Motion),
+        ApplyDeferred.after(TickSet::Spawn).before(TickSet::Net),
+    ));
     schedule.configure_sets(
         (
             TickSet::Motion,
@@ -72,8 +83,9 @@ pub fn build_schedule() -> Schedule {
             TickSet::Collect,
             TickSet::Spawn,
         )
-            .run_if(running),
+            .in_set(Play),
     );
+    schedule.configure_sets(Play.run_if(running));
     control::plugin(&mut schedule);
     lifecycle::plugin(&mut schedule);
     movement::plugin(&mut schedule);

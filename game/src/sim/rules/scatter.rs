@@ -51,7 +51,7 @@ pub fn scatter(
                     continue;
                 }
                 let (x, y) = (cx + dx, cy + dy);
-                if map.is_spawnable(x, y) && acorns.at(x, y).is_none() {
+                if map.is_spawnable(x, y) && acorns.is_free(x, y) {
                     ring[n] = (x, y);
                     n += 1;
                 }

@@ -42,7 +42,7 @@ pub fn spawn_acorns(
         for _ in 0..SPAWN_TRIES {
             let i = tiles[rng.below(tiles.len() as u32) as usize];
             let (x, y) = ((i % width) as i32, (i / width) as i32);
-            if acorns.at(x, y).is_none() {
+            if acorns.is_free(x, y) {
                 let kind = if rng.chance(rules.golden_percent) {
                     AcornKind::Golden
                 } else {
