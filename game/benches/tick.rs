@@ -172,6 +172,25 @@ fn bench_tick(c: &mut Criterion) {
             });
         });
     }
+    // The fixed per-match cost: a 16-player match idling in the lobby runs
+    // the input, lifecycle and net systems, the rest is skipped.
+    group.bench_function("lobby-16", |b| {
+        let mut game = Match::new(MatchConfig {
+            auto_start: None,
+            ..MatchConfig::new(maps::builtin("oak-city").expect("map"))
+        })
+        .expect("config");
+        for i in 0..16 {
+            game.add_player(&format!("squirrel{i}"), None).expect("join");
+        }
+        b.iter_custom(|iters| {
+            let start = now(wall, epoch);
+            for _ in 0..iters {
+                black_box(game.tick());
+            }
+            now(wall, epoch).saturating_sub(start)
+        });
+    });
     group.finish();
 }
 

@@ -3,6 +3,7 @@
 //!     GET    /v1/matches                 list
 //!     GET    /v1/matches/{id}            details (teams, players, scores)
 //!     POST   /v1/matches/{id}/join       {"name", "team"?} → token and topics
+//!     GET    /v1/matches/{id}/info       static match info (MessagePack)
 //!     POST   /v1/matches                 operator: create
 //!     DELETE /v1/matches/{id}            operator: end now
 //!     GET    /v1/leaderboard?limit=N     all-time leaderboard
@@ -12,7 +13,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +42,7 @@ pub fn routes(host: Arc<MatchHost>) -> Router {
         .route("/v1/matches", get(list).post(create))
         .route("/v1/matches/{id}", get(details).delete(end))
         .route("/v1/matches/{id}/join", post(join))
+        .route("/v1/matches/{id}/info", get(info))
         .route("/v1/leaderboard", get(leaderboard))
         .route("/v1/maps", get(maps))
         .with_state(host)
@@ -69,6 +71,18 @@ async fn details(State(host): State<Arc<MatchHost>>, Path(id): Path<String>) -> 
     }
 }
 
+/// The static match info (MessagePack): map grid and rule numbers.
+async fn info(State(host): State<Arc<MatchHost>>, Path(id): Path<String>) -> Response {
+    match host.info(&id) {
+        Ok(bytes) => (
+            [(axum::http::header::CONTENT_TYPE, "application/vnd.msgpack")],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn create(
     State(host): State<Arc<MatchHost>>,
     headers: HeaderMap,
@@ -84,7 +98,11 @@ async fn create(
     }
 }
 
-async fn end(State(host): State<Arc<MatchHost>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn end(
+    State(host): State<Arc<MatchHost>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     if let Err(r) = operator(&host, &headers) {
         return r;
     }
@@ -111,8 +129,14 @@ struct LeaderboardQuery {
     limit: Option<usize>,
 }
 
-async fn leaderboard(State(host): State<Arc<MatchHost>>, query: Option<Query<LeaderboardQuery>>) -> Response {
-    let limit = query.and_then(|q| q.limit).unwrap_or(20).clamp(1, 1000);
+async fn leaderboard(
+    State(host): State<Arc<MatchHost>>,
+    query: Result<Query<LeaderboardQuery>, QueryRejection>,
+) -> Response {
+    let limit = match query {
+        Ok(Query(q)) => q.limit.unwrap_or(20).clamp(1, 1000),
+        Err(e) => return GameError::BadRequest(e.body_text()).into_response(),
+    };
     match host.store().leaderboard(limit).await {
         Ok(board) => Json(board).into_response(),
         Err(e) => GameError::from(e).into_response(),

@@ -51,8 +51,12 @@ impl Default for GameSettings {
 /// `POST /v1/matches`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CreateMatch {
+    /// A built-in map's name (`GET /v1/maps`).
     #[serde(default = "default_map")]
     pub map: String,
+    /// A map in the text format of `assets/maps/` (see docs/GAME.md); when
+    /// given it is used instead of `map`, and `map` is the name it is listed by.
+    pub map_text: Option<String>,
     pub teams: Option<u8>,
     #[serde(default = "default_max_players")]
     pub max_players: u16,
@@ -146,6 +150,8 @@ struct MatchHandle {
 struct MatchView {
     record: MatchRecord,
     summary: sim::MatchSummary,
+    /// The static match info message (map grid, rule numbers).
+    info: Bytes,
 }
 
 pub struct MatchHost {
@@ -189,28 +195,40 @@ impl MatchHost {
             return Err(GameError::BadRequest("`tick_hz` must be 1-60".into()));
         }
         if !(req.duration.is_finite() && req.duration >= 1.0 && req.duration <= 24.0 * 3600.0) {
-            return Err(GameError::BadRequest("`duration` must be 1 s to 24 h".into()));
+            return Err(GameError::BadRequest(
+                "`duration` must be 1 s to 24 h".into(),
+            ));
         }
-        let map = sim::maps::builtin(&req.map)
-            .ok_or_else(|| GameError::BadRequest(format!("unknown map `{}`", req.map)))?;
-        let id = new_match_id();
-        let config = MatchConfig {
-            map: Arc::new(map),
-            teams: req.teams,
-            max_players: req.max_players,
-            duration: Duration::from_secs_f64(req.duration),
-            tick_hz: req.tick_hz,
-            seed: rand::random(),
-            ..MatchConfig::default()
+        let map = match &req.map_text {
+            Some(text) => {
+                if text.len() > 64 * 1024 {
+                    return Err(GameError::BadRequest("`map_text` is over 64 KiB".into()));
+                }
+                sim::Map::parse(text).map_err(|e| GameError::BadRequest(format!("bad map: {e}")))?
+            }
+            None => sim::maps::builtin(&req.map).ok_or_else(|| {
+                GameError::BadRequest(format!("unknown map `{}` (see GET /v1/maps)", req.map))
+            })?,
         };
+        let id = new_match_id();
+        let mut config = MatchConfig::new(map);
+        config.teams = req.teams;
+        config.max_players = req.max_players;
+        config.duration = Duration::from_secs_f64(req.duration);
+        config.tick_hz = req.tick_hz;
+        config.seed = rand::random();
+        let duration = config.duration;
         let game = Match::new(config).map_err(|e| GameError::BadRequest(e.to_string()))?;
-        let summary = game.summary();
-        let record = record_of(&id, &summary, unix_now());
+        let mut summary = game.summary();
+        summary.map = req.map.clone();
+        let record = record_of(&id, &summary, duration, unix_now());
+        let info = game.info();
         self.store.put_match(&record).await?;
         let (tx, rx) = mpsc::channel(64);
         let view = Arc::new(Mutex::new(MatchView {
             record: record.clone(),
             summary,
+            info,
         }));
         self.matches.lock().insert(
             id.clone(),
@@ -219,10 +237,19 @@ impl MatchHost {
                 view: view.clone(),
             },
         );
-        let task = MatchTask::new(self.clone(), id.clone(), game, view).await?;
+        let task = MatchTask::new(self.clone(), id.clone(), game, view, duration)?;
         tokio::spawn(task.run(rx));
         tracing::info!(match_id = %id, map = %record.map, "match created");
         Ok(record)
+    }
+
+    /// The static match info message (MessagePack; docs/GAME.md, "Match info").
+    pub fn info(&self, id: &str) -> Result<Bytes, GameError> {
+        self.matches
+            .lock()
+            .get(id)
+            .map(|h| h.view.lock().info.clone())
+            .ok_or_else(|| GameError::NotFound(id.to_owned()))
     }
 
     pub async fn list(&self) -> Result<Vec<MatchRecord>, GameError> {
@@ -338,18 +365,62 @@ fn new_match_id() -> String {
         .collect()
 }
 
-fn record_of(id: &str, s: &sim::MatchSummary, created_at: u64) -> MatchRecord {
+fn phase_name(phase: sim::Phase) -> &'static str {
+    match phase {
+        sim::Phase::Lobby => "lobby",
+        sim::Phase::Countdown => "countdown",
+        sim::Phase::Running => "running",
+        sim::Phase::Ended => "ended",
+    }
+}
+
+fn record_of(id: &str, s: &sim::MatchSummary, duration: Duration, created_at: u64) -> MatchRecord {
+    let phase_left = s.time_left_ms as f64 / 1000.0;
+    let time_left = match s.phase {
+        sim::Phase::Lobby => duration.as_secs_f64(),
+        sim::Phase::Countdown => phase_left + duration.as_secs_f64(),
+        sim::Phase::Running => phase_left,
+        sim::Phase::Ended => 0.0,
+    };
     MatchRecord {
         id: id.to_owned(),
         map: s.map.clone(),
-        state: s.phase.as_str().to_owned(),
+        state: phase_name(s.phase).to_owned(),
         players: s.players.len() as u32,
         max_players: u32::from(s.max_players),
-        teams: s.teams,
-        time_left: s.time_left.as_secs_f64(),
-        duration: s.duration.as_secs_f64(),
+        teams: s.teams.len() as u8,
+        time_left,
+        duration: duration.as_secs_f64(),
         tick_hz: s.tick_hz,
         created_at,
+    }
+}
+
+/// The store's form of a finished match.
+fn results_of(id: &str, r: &sim::MatchResults, ended_at: u64) -> MatchResults {
+    MatchResults {
+        id: id.to_owned(),
+        map: r.map.clone(),
+        ended_at,
+        winner: r.winner,
+        teams: r
+            .teams
+            .iter()
+            .map(|t| crate::store::TeamResult {
+                team: t.team,
+                score: t.score,
+            })
+            .collect(),
+        players: r
+            .players
+            .iter()
+            .map(|p| crate::store::PlayerResult {
+                player_id: p.id.0,
+                name: p.name.clone(),
+                team: p.team,
+                score: p.score,
+            })
+            .collect(),
     }
 }
 
@@ -368,15 +439,18 @@ struct MatchTask {
     client: LocalClient,
     state_topic: TopicKey,
     players: HashMap<u16, Player>,
+    map: String,
+    duration: Duration,
     created_at: u64,
 }
 
 impl MatchTask {
-    async fn new(
+    fn new(
         host: Arc<MatchHost>,
         id: String,
         game: Match,
         view: Arc<Mutex<MatchView>>,
+        duration: Duration,
     ) -> Result<Self, GameError> {
         let limits = &host.app.config.limits;
         let client = LocalClient::new(
@@ -390,7 +464,10 @@ impl MatchTask {
         );
         let state_topic = TopicKey::new(&host.settings.cache, &host.topic(&id, "state"))
             .map_err(|e| GameError::BadRequest(e.to_string()))?;
-        let created_at = view.lock().record.created_at;
+        let (created_at, map) = {
+            let v = view.lock();
+            (v.record.created_at, v.record.map.clone())
+        };
         Ok(Self {
             host,
             id,
@@ -399,12 +476,14 @@ impl MatchTask {
             client,
             state_topic,
             players: HashMap::new(),
+            map,
+            duration,
             created_at,
         })
     }
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let hz = self.game.summary().tick_hz.clamp(1, 60);
+        let hz = self.game.tick_hz().clamp(1, 60);
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(hz)));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut ended_at: Option<Instant> = None;
@@ -423,15 +502,19 @@ impl MatchTask {
             tick += 1;
             self.take_inputs();
             let out = self.game.tick();
-            self.publish(out.delta).await;
-            if let Some(keyframe) = out.keyframe {
-                let _ = self.host.store.put_snapshot(&self.id, tick, keyframe).await;
+            // On keyframe ticks the keyframe stands in for the delta.
+            self.publish(out.message().clone()).await;
+            if let Some(keyframe) = &out.keyframe {
+                let _ = self
+                    .host
+                    .store
+                    .put_snapshot(&self.id, u64::from(out.tick), keyframe.clone())
+                    .await;
             }
-            self.forget_departed();
             if tick % u64::from(hz.div_ceil(4)) == 0 || out.phase_changed {
                 self.refresh_view().await;
             }
-            if self.game.summary().phase == sim::Phase::Ended {
+            if out.phase == sim::Phase::Ended {
                 let at = *ended_at.get_or_insert_with(|| Instant::now());
                 if out.phase_changed {
                     self.record_results().await;
@@ -454,10 +537,10 @@ impl MatchTask {
                 self.refresh_view().await;
             }
             Command::End { reply } => {
-                if self.game.summary().phase != sim::Phase::Ended {
+                if self.game.phase() != sim::Phase::Ended {
                     self.game.end_now();
                     let out = self.game.tick();
-                    self.publish(out.delta).await;
+                    self.publish(out.message().clone()).await;
                     self.record_results().await;
                 }
                 self.refresh_view().await;
@@ -477,7 +560,7 @@ impl MatchTask {
         )
         .map_err(|e| GameError::BadRequest(e.to_string()))?;
         if let Err(e) = self.client.subscribe(topic.clone()).await {
-            self.game.remove_player(player);
+            let _ = self.game.remove_player(player);
             return Err(GameError::Unavailable(e.to_string()));
         }
         self.players.insert(
@@ -511,7 +594,7 @@ impl MatchTask {
             player.last_input = now;
             if !player.connected {
                 player.connected = true;
-                self.game.set_connected(PlayerId(id), true);
+                let _ = self.game.set_connected(PlayerId(id), true);
             }
             // Rejections are counted by the simulation; nothing else to do.
             let _ = self.game.push_input(PlayerId(id), value.as_bytes());
@@ -520,18 +603,18 @@ impl MatchTask {
         for (id, player) in &mut self.players {
             if player.connected && now.duration_since(player.last_input) >= idle {
                 player.connected = false;
-                self.game.set_connected(PlayerId(*id), false);
+                let _ = self.game.set_connected(PlayerId(*id), false);
             }
         }
     }
 
     /// Stops listening to players the simulation removed (grace ran out).
-    fn forget_departed(&mut self) {
+    fn forget_departed(&mut self, summary: &sim::MatchSummary) {
         let gone: Vec<u16> = self
             .players
             .keys()
             .copied()
-            .filter(|id| !self.game.has_player(PlayerId(*id)))
+            .filter(|id| !summary.players.iter().any(|p| p.id.0 == *id))
             .collect();
         for id in gone {
             if let Some(p) = self.players.remove(&id) {
@@ -541,20 +624,31 @@ impl MatchTask {
     }
 
     async fn publish(&self, state: Bytes) {
-        if let Err(e) = self.client.publish(&self.state_topic, &Value::Binary(state)).await {
+        if let Err(e) = self
+            .client
+            .publish(&self.state_topic, &Value::Binary(state))
+            .await
+        {
             tracing::warn!(match_id = %self.id, "cannot publish state: {e}");
         }
     }
 
     async fn refresh_view(&mut self) {
-        let summary = self.game.summary();
-        let record = record_of(&self.id, &summary, self.created_at);
+        let mut summary = self.game.summary();
+        self.forget_departed(&summary);
+        summary.map = self.map.clone();
+        let record = record_of(&self.id, &summary, self.duration, self.created_at);
         let _ = self.host.store.put_match(&record).await;
-        *self.view.lock() = MatchView { record, summary };
+        let mut view = self.view.lock();
+        view.record = record;
+        view.summary = summary;
     }
 
     async fn record_results(&mut self) {
-        let results = self.game.results(&self.id, unix_now());
+        let Some(results) = self.game.results() else {
+            return;
+        };
+        let results = results_of(&self.id, results, unix_now());
         if let Err(e) = self.host.store.put_results(&results).await {
             tracing::warn!(match_id = %self.id, "cannot store results: {e}");
         }

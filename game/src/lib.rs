@@ -1,4 +1,6 @@
 //! Acorn game library.
 
+pub mod api;
+pub mod hosting;
 pub mod sim;
 pub mod store;

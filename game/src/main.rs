@@ -8,6 +8,11 @@ mod topics_cli;
 
 use std::io::Write;
 
+use std::sync::Arc;
+
+use acorn_game::api;
+use acorn_game::hosting::{GameSettings, MatchHost};
+use acorn_game::store::MemoryStore;
 use clap::Parser;
 use cli::{Cli, Command, TokenCommand};
 use realtime::server::Server;
@@ -44,6 +49,12 @@ async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     let (config, generated_key) = args.to_config();
     tracing::info!(?config, "starting");
     let server = Server::bind(config).await?;
+    let host = MatchHost::new(
+        server.app().clone(),
+        Arc::new(MemoryStore::new()),
+        GameSettings::default(),
+    );
+    let server = server.merge(api::routes(host));
     // Signal handlers must exist before anyone can see we are up, or an early
     // SIGTERM would kill the process instead of shutting it down.
     let shutdown = shutdown_signal()?;

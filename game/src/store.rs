@@ -107,7 +107,10 @@ impl MemoryStore {
 #[async_trait]
 impl GameStore for MemoryStore {
     async fn put_match(&self, record: &MatchRecord) -> Result<(), StoreError> {
-        self.inner.lock().matches.insert(record.id.clone(), record.clone());
+        self.inner
+            .lock()
+            .matches
+            .insert(record.id.clone(), record.clone());
         Ok(())
     }
 
@@ -117,7 +120,11 @@ impl GameStore for MemoryStore {
 
     async fn list_matches(&self) -> Result<Vec<MatchRecord>, StoreError> {
         let mut all: Vec<_> = self.inner.lock().matches.values().cloned().collect();
-        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        all.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(all)
     }
 
@@ -129,7 +136,10 @@ impl GameStore for MemoryStore {
     }
 
     async fn put_snapshot(&self, id: &str, tick: u64, keyframe: Bytes) -> Result<(), StoreError> {
-        self.inner.lock().snapshots.insert(id.to_owned(), (tick, keyframe));
+        self.inner
+            .lock()
+            .snapshots
+            .insert(id.to_owned(), (tick, keyframe));
         Ok(())
     }
 
@@ -206,13 +216,38 @@ mod tests {
     #[tokio::test]
     async fn leaderboard_sums_matches_once_each() {
         let store = MemoryStore::new();
-        store.put_results(&results("a", Some(0), &[("ann", 0, 5), ("bob", 1, 7)])).await.unwrap();
-        store.put_results(&results("b", Some(1), &[("ann", 1, 4)])).await.unwrap();
+        store
+            .put_results(&results("a", Some(0), &[("ann", 0, 5), ("bob", 1, 7)]))
+            .await
+            .unwrap();
+        store
+            .put_results(&results("b", Some(1), &[("ann", 1, 4)]))
+            .await
+            .unwrap();
         // The same match reported twice counts once.
-        store.put_results(&results("b", Some(1), &[("ann", 1, 4)])).await.unwrap();
+        store
+            .put_results(&results("b", Some(1), &[("ann", 1, 4)]))
+            .await
+            .unwrap();
         let board = store.leaderboard(10).await.unwrap();
-        assert_eq!(board[0], LeaderboardEntry { name: "ann".into(), score: 9, matches: 2, wins: 2 });
-        assert_eq!(board[1], LeaderboardEntry { name: "bob".into(), score: 7, matches: 1, wins: 0 });
+        assert_eq!(
+            board[0],
+            LeaderboardEntry {
+                name: "ann".into(),
+                score: 9,
+                matches: 2,
+                wins: 2
+            }
+        );
+        assert_eq!(
+            board[1],
+            LeaderboardEntry {
+                name: "bob".into(),
+                score: 7,
+                matches: 1,
+                wins: 0
+            }
+        );
         assert_eq!(store.leaderboard(1).await.unwrap().len(), 1);
     }
 
@@ -232,7 +267,10 @@ mod tests {
             created_at: 1,
         };
         store.put_match(&rec).await.unwrap();
-        store.put_snapshot("m1", 20, Bytes::from_static(b"k")).await.unwrap();
+        store
+            .put_snapshot("m1", 20, Bytes::from_static(b"k"))
+            .await
+            .unwrap();
         assert_eq!(store.list_matches().await.unwrap(), vec![rec.clone()]);
         assert_eq!(store.snapshot("m1").await.unwrap().unwrap().0, 20);
         store.remove_match("m1").await.unwrap();

@@ -71,12 +71,20 @@ impl Bot {
                 map.burrow_tiles(team)
                     .iter()
                     .map(|&(x, y)| Vec2::new(x as f32 + 0.5, y as f32 + 0.5))
-                    .min_by(|a, b| (*a - pos).length_squared().total_cmp(&(*b - pos).length_squared()))
+                    .min_by(|a, b| {
+                        (*a - pos)
+                            .length_squared()
+                            .total_cmp(&(*b - pos).length_squared())
+                    })
             } else {
                 world.try_query::<&Acorn>().and_then(|mut q| {
                     q.iter(world)
                         .map(|a| Vec2::new(a.tile.0 as f32 + 0.5, a.tile.1 as f32 + 0.5))
-                        .min_by(|a, b| (*a - pos).length_squared().total_cmp(&(*b - pos).length_squared()))
+                        .min_by(|a, b| {
+                            (*a - pos)
+                                .length_squared()
+                                .total_cmp(&(*b - pos).length_squared())
+                        })
                 })
             };
             match target {

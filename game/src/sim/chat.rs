@@ -114,7 +114,10 @@ mod tests {
         assert_eq!(decode(&encode("Hazel", "")), Err(ChatError::BadText));
         assert_eq!(decode(&encode("Hazel", "a\u{7}b")), Err(ChatError::BadText));
         assert_eq!(decode(&encode("", "hi")), Err(ChatError::BadText));
-        assert_eq!(decode(&encode("Hazel", &"x".repeat(201))), Err(ChatError::BadText));
+        assert_eq!(
+            decode(&encode("Hazel", &"x".repeat(201))),
+            Err(ChatError::BadText)
+        );
         assert_eq!(decode(&[0x92, 1, 2]), Err(ChatError::Malformed));
         assert_eq!(decode(&[0x82, 0xa4, b'n']), Err(ChatError::Malformed));
         let mut who = Vec::new();

@@ -6,7 +6,9 @@ use bevy_ecs::prelude::*;
 
 use super::components::{AcornKind, PlayerId};
 
-/// One thing that happened this tick (a bevy [`Message`], rotated every tick).
+/// One thing that happened this tick (a bevy [`Message`]; the buffers are
+/// rotated at the start of every tick by
+/// [`apply_inputs`](super::rules::control::apply_inputs)).
 #[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GameEvent {
     /// A squirrel picked up an acorn. Wire: `[0, player, acorn_id, kind]`.

@@ -322,7 +322,9 @@ impl Match {
         let per_team = self.max_players.div_ceil(self.teams as u16);
         let team = match team {
             Some(t) if t >= self.teams => return Err(JoinError::NoSuchTeam),
-            Some(t) if roster.team_sizes[t as usize] >= per_team => return Err(JoinError::TeamFull),
+            Some(t) if roster.team_sizes[t as usize] >= per_team => {
+                return Err(JoinError::TeamFull)
+            }
             Some(t) => t,
             None => (0..self.teams)
                 .min_by_key(|&t| (roster.team_sizes[t as usize], t))
@@ -345,7 +347,11 @@ impl Match {
     /// Marks a player connected or disconnected. A disconnected player's
     /// squirrel stops and stays for the grace period; reconnecting within it
     /// gives it back as it was.
-    pub fn set_connected(&mut self, player: PlayerId, connected: bool) -> Result<(), UnknownPlayer> {
+    pub fn set_connected(
+        &mut self,
+        player: PlayerId,
+        connected: bool,
+    ) -> Result<(), UnknownPlayer> {
         let entity = self.live_entity(player).ok_or(UnknownPlayer)?;
         let tick = self.world.resource::<Clock>().tick;
         let mut e = self.world.entity_mut(entity);
@@ -384,7 +390,9 @@ impl Match {
             Err(e) => {
                 stats.reject(e);
                 if e != InputError::UnknownPlayer {
-                    self.world.resource_mut::<InputBuffer>().note_rejection(player);
+                    self.world
+                        .resource_mut::<InputBuffer>()
+                        .note_rejection(player);
                 }
             }
         }
@@ -414,6 +422,12 @@ impl Match {
         }
         clock.start_requested = true;
         true
+    }
+
+    /// Ends the match on the next tick, from any phase (an operator's call):
+    /// scores are final and the winner is decided as at the end of time.
+    pub fn end_now(&mut self) {
+        self.world.resource_mut::<Clock>().end_requested = true;
     }
 
     /// Runs one tick of every rule and encodes its delta (and keyframe when
@@ -506,16 +520,16 @@ impl Match {
         let buffer = self.world.resource::<InputBuffer>();
         let players = self
             .players()
-            .map(|(sq, e)| {
-                PlayerSummary {
-                    id: sq.id,
-                    name: e.get::<PlayerName>().map_or(String::new(), |n| n.0.to_string()),
-                    team: sq.team,
-                    score: e.get::<Score>().map_or(0, |s| s.0),
-                    carrying: e.get::<Carry>().map_or(0, |c| c.count()),
-                    connected: e.get::<Presence>().is_some_and(|p| p.connected),
-                    rejected_inputs: buffer.slot(sq.id).map_or(0, |s| s.rejected),
-                }
+            .map(|(sq, e)| PlayerSummary {
+                id: sq.id,
+                name: e
+                    .get::<PlayerName>()
+                    .map_or(String::new(), |n| n.0.to_string()),
+                team: sq.team,
+                score: e.get::<Score>().map_or(0, |s| s.0),
+                carrying: e.get::<Carry>().map_or(0, |c| c.count()),
+                connected: e.get::<Presence>().is_some_and(|p| p.connected),
+                rejected_inputs: buffer.slot(sq.id).map_or(0, |s| s.rejected),
             })
             .collect();
         MatchSummary {
@@ -575,7 +589,9 @@ impl Match {
                 let stats = e.get::<Stats>().copied().unwrap_or_default();
                 PlayerResult {
                     id: sq.id,
-                    name: e.get::<PlayerName>().map_or(String::new(), |n| n.0.to_string()),
+                    name: e
+                        .get::<PlayerName>()
+                        .map_or(String::new(), |n| n.0.to_string()),
                     team: sq.team,
                     score: e.get::<Score>().map_or(0, |s| s.0),
                     delivered: stats.delivered,

@@ -268,7 +268,12 @@ impl InputBuffer {
 
     /// Applies the per-player checks (seq order, dash charges) and stores the
     /// input as this player's latest. `charges` is the squirrel's dash charges.
-    pub fn accept(&mut self, player: PlayerId, input: Input, charges: u8) -> Result<(), InputError> {
+    pub fn accept(
+        &mut self,
+        player: PlayerId,
+        input: Input,
+        charges: u8,
+    ) -> Result<(), InputError> {
         let slot = self
             .slots
             .get_mut(player.0 as usize)
@@ -348,7 +353,9 @@ impl InputStats {
     }
     /// `(reason, count)` for every reason.
     pub fn by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        InputError::ALL.iter().map(|e| (e.reason(), self.rejected[e.index()]))
+        InputError::ALL
+            .iter()
+            .map(|e| (e.reason(), self.rejected[e.index()]))
     }
 }
 
@@ -421,38 +428,70 @@ mod tests {
             (enc(&[("seq", &|v| put_f32(v, 1.0))]), InputError::WrongType),
             (enc(&[("seq", &|v| put_int(v, -1))]), InputError::BadValue),
             (enc(&[("seq", &|v| put_uint(v, 0))]), InputError::BadValue),
-            (enc(&[("seq", &|v| put_uint(v, 1 << 40))]), InputError::BadValue),
-            (enc(&[("dash", &|v| put_bool(v, true))]), InputError::MissingSeq),
-            (enc(&[("seq", &seq), ("dash", &|v| put_uint(v, 1))]), InputError::WrongType),
-            (enc(&[("seq", &seq), ("dir", &dir(f64::NAN, 0.0))]), InputError::BadValue),
-            (enc(&[("seq", &seq), ("dir", &dir(0.0, f64::INFINITY))]), InputError::BadValue),
-            (enc(&[("seq", &seq), ("dir", &dir(f64::NEG_INFINITY, 1.0))]), InputError::BadValue),
             (
-                enc(&[("seq", &seq), ("dir", &|v| {
-                    put_array_len(v, 3);
-                    put_uint(v, 0);
-                    put_uint(v, 0);
-                    put_uint(v, 0);
-                })]),
+                enc(&[("seq", &|v| put_uint(v, 1 << 40))]),
+                InputError::BadValue,
+            ),
+            (
+                enc(&[("dash", &|v| put_bool(v, true))]),
+                InputError::MissingSeq,
+            ),
+            (
+                enc(&[("seq", &seq), ("dash", &|v| put_uint(v, 1))]),
                 InputError::WrongType,
             ),
             (
-                enc(&[("seq", &seq), ("dir", &|v| v.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]))]),
+                enc(&[("seq", &seq), ("dir", &dir(f64::NAN, 0.0))]),
+                InputError::BadValue,
+            ),
+            (
+                enc(&[("seq", &seq), ("dir", &dir(0.0, f64::INFINITY))]),
+                InputError::BadValue,
+            ),
+            (
+                enc(&[("seq", &seq), ("dir", &dir(f64::NEG_INFINITY, 1.0))]),
+                InputError::BadValue,
+            ),
+            (
+                enc(&[
+                    ("seq", &seq),
+                    ("dir", &|v| {
+                        put_array_len(v, 3);
+                        put_uint(v, 0);
+                        put_uint(v, 0);
+                        put_uint(v, 0);
+                    }),
+                ]),
+                InputError::WrongType,
+            ),
+            (
+                enc(&[
+                    ("seq", &seq),
+                    ("dir", &|v| {
+                        v.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff])
+                    }),
+                ]),
                 InputError::Malformed,
             ),
             (
-                enc(&[("seq", &seq), ("dir", &|v| {
-                    put_array_len(v, 2);
-                    put_str(v, "x");
-                    put_uint(v, 0);
-                })]),
+                enc(&[
+                    ("seq", &seq),
+                    ("dir", &|v| {
+                        put_array_len(v, 2);
+                        put_str(v, "x");
+                        put_uint(v, 0);
+                    }),
+                ]),
                 InputError::WrongType,
             ),
-            ({
-                let mut m = enc(&[("seq", &seq)]);
-                m.push(0xc0);
-                m
-            }, InputError::Malformed),
+            (
+                {
+                    let mut m = enc(&[("seq", &seq)]);
+                    m.push(0xc0);
+                    m
+                },
+                InputError::Malformed,
+            ),
         ];
         for (bytes, want) in cases {
             assert_eq!(decode(&bytes), Err(want), "{bytes:02x?}");
@@ -462,8 +501,16 @@ mod tests {
     #[test]
     fn encode_round_trips() {
         for input in [
-            Input { seq: 1, dir: Vec2::new(0.6, -0.8), dash: true },
-            Input { seq: u32::MAX, dir: Vec2::ZERO, dash: false },
+            Input {
+                seq: 1,
+                dir: Vec2::new(0.6, -0.8),
+                dash: true,
+            },
+            Input {
+                seq: u32::MAX,
+                dir: Vec2::ZERO,
+                dash: false,
+            },
         ] {
             let bytes = encode(&input);
             assert!(bytes.len() <= MAX_INPUT_BYTES);

@@ -243,7 +243,9 @@ impl Map {
                     return Err(err(
                         no,
                         indent + 1,
-                        format!("unknown header key \"{other}\" (known: name, teams, acorns, golden)"),
+                        format!(
+                            "unknown header key \"{other}\" (known: name, teams, acorns, golden)"
+                        ),
                     ))
                 }
             }
@@ -251,7 +253,11 @@ impl Map {
 
         let Some(sep) = separator_line else {
             let last = text.lines().count().max(1);
-            return Err(err(last, 1, "missing the \"---\" line that starts the grid"));
+            return Err(err(
+                last,
+                1,
+                "missing the \"---\" line that starts the grid",
+            ));
         };
         let name = name.ok_or_else(|| err(sep, 1, "missing header key \"name\""))?;
         let teams = teams.ok_or_else(|| err(sep, 1, "missing header key \"teams\""))?;
@@ -445,11 +451,17 @@ impl Map {
     #[inline]
     pub fn is_solid(&self, x: i32, y: i32) -> bool {
         let pw = self.width as usize + 2;
-        let (px, py) = (x.wrapping_add(1) as u32 as usize, y.wrapping_add(1) as u32 as usize);
+        let (px, py) = (
+            x.wrapping_add(1) as u32 as usize,
+            y.wrapping_add(1) as u32 as usize,
+        );
         if px >= pw {
             return true;
         }
-        *self.solid.get(py.wrapping_mul(pw).wrapping_add(px)).unwrap_or(&true)
+        *self
+            .solid
+            .get(py.wrapping_mul(pw).wrapping_add(px))
+            .unwrap_or(&true)
     }
 
     /// The team whose burrow covers `(x, y)`, if any.
@@ -463,7 +475,9 @@ impl Map {
 
     /// The burrow tiles of a team (0-based), in reading order.
     pub fn burrow_tiles(&self, team: u8) -> &[(u16, u16)] {
-        self.burrows.get(team as usize).map_or(&[], |b| b.as_slice())
+        self.burrows
+            .get(team as usize)
+            .map_or(&[], |b| b.as_slice())
     }
 
     /// Tile indices (`y * width + x`) of the reachable grass tiles where acorns may spawn.
@@ -524,7 +538,12 @@ mod tests {
         assert_eq!(m.burrow_tiles(1), &[(7, 1), (8, 1)]);
         assert_eq!(m.tile(4, 3), Some(Tile::Tree));
         assert!(m.is_solid(-1, 3) && m.is_solid(10, 3) && m.is_solid(0, 0));
-        assert!(m.is_solid(3, -1) && m.is_solid(3, 8) && m.is_solid(i32::MIN, 2) && m.is_solid(2, i32::MAX));
+        assert!(
+            m.is_solid(3, -1)
+                && m.is_solid(3, 8)
+                && m.is_solid(i32::MIN, 2)
+                && m.is_solid(2, i32::MAX)
+        );
         assert!(m.is_solid(-2, -2) && m.is_solid(11, 9) && m.is_solid(4, 3) && !m.is_solid(3, 3));
         assert!(!m.is_solid(1, 1));
         assert_eq!(m.burrow_team(8, 1), Some(1));
@@ -590,7 +609,10 @@ mod tests {
 
     #[test]
     fn comments_and_blank_lines() {
-        let text = format!("# a map\n\n{}\n\n\n", SMALL.replace("teams: 2", "teams: 2  # two"));
+        let text = format!(
+            "# a map\n\n{}\n\n\n",
+            SMALL.replace("teams: 2", "teams: 2  # two")
+        );
         let m = Map::parse(&text).expect("valid");
         assert_eq!(m.teams(), 2);
     }

@@ -4,8 +4,14 @@ use super::map::{Map, MapError};
 
 /// `(id, text)` of every built-in map. The id is the file name without `.txt`.
 const BUILTIN: &[(&str, &str)] = &[
-    ("oak-city", include_str!("../../../assets/maps/oak-city.txt")),
-    ("pine-grove", include_str!("../../../assets/maps/pine-grove.txt")),
+    (
+        "oak-city",
+        include_str!("../../../assets/maps/oak-city.txt"),
+    ),
+    (
+        "pine-grove",
+        include_str!("../../../assets/maps/pine-grove.txt"),
+    ),
 ];
 
 /// Ids of the built-in maps (`"oak-city"`, `"pine-grove"`).

@@ -321,7 +321,10 @@ mod tests {
         put_uint(&mut v, 200);
         put_int(&mut v, -100);
         put_uint(&mut v, 70_000);
-        assert_eq!(v, [5, 0xfb, 127, 0xcc, 200, 0xd0, 0x9c, 0xce, 0, 1, 0x11, 0x70]);
+        assert_eq!(
+            v,
+            [5, 0xfb, 127, 0xcc, 200, 0xd0, 0x9c, 0xce, 0, 1, 0x11, 0x70]
+        );
         let mut r = Reader::new(&v);
         assert_eq!(r.int(), Ok(5));
         assert_eq!(r.int(), Ok(-5));

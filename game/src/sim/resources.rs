@@ -48,6 +48,9 @@ pub struct Clock {
     pub phase_end: u32,
     /// Set by [`Match::start`](super::Match::start): leave the lobby on the next tick.
     pub start_requested: bool,
+    /// Set by [`Match::end_now`](super::Match::end_now): end on the next tick,
+    /// whatever the phase.
+    pub end_requested: bool,
     /// Winning team once ended (`None` on a draw or before the end).
     pub winner: Option<u8>,
     /// Next tick at which an acorn may spawn.
@@ -61,6 +64,7 @@ impl Default for Clock {
             phase: Phase::Lobby,
             phase_end: 0,
             start_requested: false,
+            end_requested: false,
             winner: None,
             next_spawn: 0,
         }

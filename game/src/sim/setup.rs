@@ -55,7 +55,13 @@ impl SquirrelBundle {
 }
 
 /// Inserts every resource the rules and encoders use.
-pub fn insert_resources(world: &mut World, map: Arc<Map>, rules: Rules, max_players: u16, seed: u64) {
+pub fn insert_resources(
+    world: &mut World,
+    map: Arc<Map>,
+    rules: Rules,
+    max_players: u16,
+    seed: u64,
+) {
     let teams = rules.teams as usize;
     world.insert_resource(Acorns::new(&map));
     world.insert_resource(GameMap(map));

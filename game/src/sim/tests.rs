@@ -39,7 +39,11 @@ fn input(seq: u32, x: f32, y: f32, dash: bool) -> Vec<u8> {
 }
 
 fn position(game: &Match, p: PlayerId) -> Vec2 {
-    let e = game.world().resource::<Roster>().entity(p).expect("in roster");
+    let e = game
+        .world()
+        .resource::<Roster>()
+        .entity(p)
+        .expect("in roster");
     game.world().get::<Position>(e).expect("position").0
 }
 
@@ -56,15 +60,61 @@ fn run_until(game: &mut Match, phase: Phase) -> TickOutput {
 #[test]
 fn config_is_validated() {
     let bad = |c: MatchConfig| Match::new(c).expect_err("invalid");
-    assert_eq!(bad(MatchConfig { tick_hz: 0, ..config("oak-city") }), ConfigError::TickRate(0));
-    assert_eq!(bad(MatchConfig { tick_hz: 61, ..config("oak-city") }), ConfigError::TickRate(61));
-    assert!(matches!(bad(MatchConfig { teams: Some(1), ..config("oak-city") }), ConfigError::Teams { .. }));
-    assert!(matches!(bad(MatchConfig { teams: Some(3), ..config("pine-grove") }), ConfigError::Teams { .. }));
-    assert_eq!(bad(MatchConfig { max_players: 0, ..config("oak-city") }), ConfigError::MaxPlayers(0));
-    assert_eq!(bad(MatchConfig { max_players: 257, ..config("oak-city") }), ConfigError::MaxPlayers(257));
-    assert_eq!(bad(MatchConfig { acorn_cap: Some(0), ..config("oak-city") }), ConfigError::AcornCap(0));
+    assert_eq!(
+        bad(MatchConfig {
+            tick_hz: 0,
+            ..config("oak-city")
+        }),
+        ConfigError::TickRate(0)
+    );
+    assert_eq!(
+        bad(MatchConfig {
+            tick_hz: 61,
+            ..config("oak-city")
+        }),
+        ConfigError::TickRate(61)
+    );
+    assert!(matches!(
+        bad(MatchConfig {
+            teams: Some(1),
+            ..config("oak-city")
+        }),
+        ConfigError::Teams { .. }
+    ));
+    assert!(matches!(
+        bad(MatchConfig {
+            teams: Some(3),
+            ..config("pine-grove")
+        }),
+        ConfigError::Teams { .. }
+    ));
+    assert_eq!(
+        bad(MatchConfig {
+            max_players: 0,
+            ..config("oak-city")
+        }),
+        ConfigError::MaxPlayers(0)
+    );
+    assert_eq!(
+        bad(MatchConfig {
+            max_players: 257,
+            ..config("oak-city")
+        }),
+        ConfigError::MaxPlayers(257)
+    );
+    assert_eq!(
+        bad(MatchConfig {
+            acorn_cap: Some(0),
+            ..config("oak-city")
+        }),
+        ConfigError::AcornCap(0)
+    );
     for hz in [1, 60] {
-        Match::new(MatchConfig { tick_hz: hz, ..config("oak-city") }).expect("valid rate");
+        Match::new(MatchConfig {
+            tick_hz: hz,
+            ..config("oak-city")
+        })
+        .expect("valid rate");
     }
 }
 
@@ -73,7 +123,11 @@ fn full_lifecycle_with_results() {
     let mut game = short_match(2);
     assert_eq!(game.phase(), Phase::Lobby);
     let out = game.tick();
-    assert_eq!((out.tick, out.phase), (1, Phase::Countdown), "two players auto-start");
+    assert_eq!(
+        (out.tick, out.phase),
+        (1, Phase::Countdown),
+        "two players auto-start"
+    );
     assert!(out.phase_changed);
     let summary = game.summary();
     assert_eq!(summary.time_left_ms, 1000);
@@ -91,7 +145,10 @@ fn full_lifecycle_with_results() {
     assert_eq!(summary.winner, results.winner);
     // Ended is final: no joins, no inputs, no more changes.
     assert_eq!(game.add_player("late", None), Err(JoinError::Ended));
-    assert_eq!(game.push_input(PlayerId(0), &input(1, 1.0, 0.0, false)), Err(InputError::MatchEnded));
+    assert_eq!(
+        game.push_input(PlayerId(0), &input(1, 1.0, 0.0, false)),
+        Err(InputError::MatchEnded)
+    );
     let out = game.tick();
     assert_eq!(out.phase, Phase::Ended);
     assert!(!out.phase_changed);
@@ -110,7 +167,11 @@ fn manual_start_without_auto_start() {
     game.add_player("b", None).expect("join");
     assert_eq!(game.tick().phase, Phase::Lobby);
     assert!(game.start());
-    assert_eq!(game.tick().phase, Phase::Running, "zero countdown goes straight to running");
+    assert_eq!(
+        game.tick().phase,
+        Phase::Running,
+        "zero countdown goes straight to running"
+    );
     assert!(!game.start());
 }
 
@@ -124,14 +185,24 @@ fn joining_balances_teams_and_checks_limits() {
     assert_eq!(game.add_player("", None), Err(JoinError::BadName));
     assert_eq!(game.add_player("   ", None), Err(JoinError::BadName));
     assert_eq!(game.add_player("a\nb", None), Err(JoinError::BadName));
-    assert_eq!(game.add_player(&"x".repeat(17), None), Err(JoinError::BadName));
-    assert_eq!(game.add_player("Hazel", Some(2)), Err(JoinError::NoSuchTeam));
+    assert_eq!(
+        game.add_player(&"x".repeat(17), None),
+        Err(JoinError::BadName)
+    );
+    assert_eq!(
+        game.add_player("Hazel", Some(2)),
+        Err(JoinError::NoSuchTeam)
+    );
     let a = game.add_player("  Hazel ", None).expect("join");
     let b = game.add_player("Bob", None).expect("join");
     assert_eq!((a, b), (PlayerId(0), PlayerId(1)));
     let s = game.summary();
     assert_eq!(s.players[0].name, "Hazel");
-    assert_eq!((s.players[0].team, s.players[1].team), (0, 1), "smallest team first");
+    assert_eq!(
+        (s.players[0].team, s.players[1].team),
+        (0, 1),
+        "smallest team first"
+    );
     game.add_player("Cy", Some(0)).expect("join team 0");
     assert_eq!(game.add_player("Di", Some(0)), Err(JoinError::TeamFull));
     game.add_player("Di", None).expect("join");
@@ -148,7 +219,10 @@ fn players_can_join_a_running_match() {
     assert!(out.changed >= 1);
     let burrow = maps::builtin("oak-city").expect("map").burrow_tiles(3)[0];
     let p = position(&game, late);
-    assert!((p.x - burrow.0 as f32).abs() < 2.0 && (p.y - burrow.1 as f32).abs() < 2.0, "starts at home");
+    assert!(
+        (p.x - burrow.0 as f32).abs() < 2.0 && (p.y - burrow.1 as f32).abs() < 2.0,
+        "starts at home"
+    );
 }
 
 #[test]
@@ -161,14 +235,19 @@ fn disconnect_grace_and_reconnect() {
     let a = game.add_player("a", None).expect("join");
     let b = game.add_player("b", None).expect("join");
     run_until(&mut game, Phase::Running);
-    game.push_input(a, &input(1, 1.0, 0.0, false)).expect("input");
+    game.push_input(a, &input(1, 1.0, 0.0, false))
+        .expect("input");
     game.tick();
     game.set_connected(a, false).expect("known");
     let p0 = position(&game, a);
     for _ in 0..10 {
         game.tick();
     }
-    assert_eq!(position(&game, a), p0, "a disconnected squirrel stands still");
+    assert_eq!(
+        position(&game, a),
+        p0,
+        "a disconnected squirrel stands still"
+    );
     assert!(!game.summary().players[0].connected);
     game.set_connected(a, true).expect("reconnect within grace");
     for _ in 0..40 {
@@ -183,7 +262,10 @@ fn disconnect_grace_and_reconnect() {
     game.tick();
     assert_eq!(game.player_count(), 1, "grace over");
     assert_eq!(game.set_connected(b, true), Err(UnknownPlayer));
-    assert_eq!(game.push_input(b, &input(5, 1.0, 0.0, false)), Err(InputError::UnknownPlayer));
+    assert_eq!(
+        game.push_input(b, &input(5, 1.0, 0.0, false)),
+        Err(InputError::UnknownPlayer)
+    );
     // The freed id goes to the next player.
     assert_eq!(game.add_player("c", None), Ok(b));
 }
@@ -193,8 +275,15 @@ fn leaving_takes_effect_on_the_next_tick() {
     let mut game = short_match(3);
     game.tick();
     game.remove_player(PlayerId(1)).expect("known");
-    assert_eq!(game.remove_player(PlayerId(1)), Err(UnknownPlayer), "already leaving");
-    assert_eq!(game.push_input(PlayerId(1), &input(1, 1.0, 0.0, false)), Err(InputError::UnknownPlayer));
+    assert_eq!(
+        game.remove_player(PlayerId(1)),
+        Err(UnknownPlayer),
+        "already leaving"
+    );
+    assert_eq!(
+        game.push_input(PlayerId(1), &input(1, 1.0, 0.0, false)),
+        Err(InputError::UnknownPlayer)
+    );
     assert_eq!(game.player_count(), 3);
     game.tick();
     assert_eq!(game.player_count(), 2);
@@ -206,16 +295,23 @@ fn inputs_move_squirrels_and_are_acked() {
     run_until(&mut game, Phase::Running);
     let a = PlayerId(0);
     let p0 = position(&game, a);
-    game.push_input(a, &input(7, 1.0, 0.0, false)).expect("input");
+    game.push_input(a, &input(7, 1.0, 0.0, false))
+        .expect("input");
     game.tick();
     let p1 = position(&game, a);
     assert!((p1.x - p0.x - 0.2).abs() < 1e-4, "{p0:?} -> {p1:?}");
     let e = game.world().resource::<Roster>().entity(a).expect("entity");
-    assert_eq!(game.world().get::<super::components::InputAck>(e).map(|a| a.0), Some(7));
+    assert_eq!(
+        game.world()
+            .get::<super::components::InputAck>(e)
+            .map(|a| a.0),
+        Some(7)
+    );
     // The direction is held until the next input.
     game.tick();
     assert!((position(&game, a).x - p1.x - 0.2).abs() < 1e-4);
-    game.push_input(a, &input(8, 0.0, 0.0, false)).expect("input");
+    game.push_input(a, &input(8, 0.0, 0.0, false))
+        .expect("input");
     game.tick();
     let p3 = position(&game, a);
     game.tick();
@@ -231,8 +327,11 @@ fn hostile_inputs_are_rejected_counted_and_isolated() {
     let mut rejected = 0u64;
     for round in 0..200u32 {
         // The good player sends one valid input per tick.
-        game.push_input(good, &input(round + 1, 0.0, 1.0 - 2.0 * (round % 2) as f32, false))
-            .expect("good input");
+        game.push_input(
+            good,
+            &input(round + 1, 0.0, 1.0 - 2.0 * (round % 2) as f32, false),
+        )
+        .expect("good input");
         // The evil player floods garbage, replays and malformed messages.
         for _ in 0..50 {
             let len = rng.below(80) as usize;
@@ -244,9 +343,15 @@ fn hostile_inputs_are_rejected_counted_and_isolated() {
         let before = game.tick_count();
         let out = game.tick();
         assert_eq!(out.tick, before + 1);
-        let e = game.world().resource::<Roster>().entity(good).expect("good");
+        let e = game
+            .world()
+            .resource::<Roster>()
+            .entity(good)
+            .expect("good");
         assert_eq!(
-            game.world().get::<super::components::InputAck>(e).map(|a| a.0),
+            game.world()
+                .get::<super::components::InputAck>(e)
+                .map(|a| a.0),
             Some(round + 1),
             "the good player's inputs are all applied"
         );
@@ -254,7 +359,10 @@ fn hostile_inputs_are_rejected_counted_and_isolated() {
     let stats = game.input_stats();
     assert_eq!(stats.accepted, 200 + (200 * 50 - rejected));
     assert_eq!(stats.rejected_total(), rejected);
-    assert!(stats.rejected_for(InputError::RateLimited) >= 200 * 46, "{stats:?}");
+    assert!(
+        stats.rejected_for(InputError::RateLimited) >= 200 * 46,
+        "{stats:?}"
+    );
     assert_eq!(game.summary().players[1].rejected_inputs, 0);
     assert_eq!(game.summary().players[0].rejected_inputs as u64, rejected);
 }
@@ -266,26 +374,56 @@ fn specific_hostile_inputs() {
     let p = PlayerId(0);
     let e = game.world().resource::<Roster>().entity(p).expect("entity");
     // Use up the starting charge.
-    game.push_input(p, &input(1, 1.0, 0.0, true)).expect("dash with a charge");
+    game.push_input(p, &input(1, 1.0, 0.0, true))
+        .expect("dash with a charge");
     game.tick();
     assert_eq!(game.world().get::<Dash>(e).map(|d| d.charges), Some(0));
-    assert_eq!(game.push_input(p, &input(2, 1.0, 0.0, true)), Err(InputError::NoCharges));
+    assert_eq!(
+        game.push_input(p, &input(2, 1.0, 0.0, true)),
+        Err(InputError::NoCharges)
+    );
     assert_eq!(game.push_input(p, &input(2, 1.0, 0.0, false)), Ok(()));
-    assert_eq!(game.push_input(p, &input(2, 1.0, 0.0, false)), Err(InputError::StaleSeq));
-    assert_eq!(game.push_input(p, &input(1, 1.0, 0.0, false)), Err(InputError::StaleSeq));
-    assert_eq!(game.push_input(p, &input(3, 1.0, 0.0, false)), Err(InputError::RateLimited), "4 per tick");
+    assert_eq!(
+        game.push_input(p, &input(2, 1.0, 0.0, false)),
+        Err(InputError::StaleSeq)
+    );
+    assert_eq!(
+        game.push_input(p, &input(1, 1.0, 0.0, false)),
+        Err(InputError::StaleSeq)
+    );
+    assert_eq!(
+        game.push_input(p, &input(3, 1.0, 0.0, false)),
+        Err(InputError::RateLimited),
+        "4 per tick"
+    );
     game.tick();
-    let nan = [0x82, 0xa3, b's', b'e', b'q', 0x09, 0xa3, b'd', b'i', b'r', 0x92, 0xca, 0x7f, 0xc0, 0, 0, 0x00];
+    let nan = [
+        0x82, 0xa3, b's', b'e', b'q', 0x09, 0xa3, b'd', b'i', b'r', 0x92, 0xca, 0x7f, 0xc0, 0, 0,
+        0x00,
+    ];
     assert_eq!(game.push_input(p, &nan), Err(InputError::BadValue));
-    let unknown = [0x82, 0xa3, b's', b'e', b'q', 0x09, 0xa3, b'h', b'p', b'!', 0x01];
+    let unknown = [
+        0x82, 0xa3, b's', b'e', b'q', 0x09, 0xa3, b'h', b'p', b'!', 0x01,
+    ];
     assert_eq!(game.push_input(p, &unknown), Err(InputError::UnknownField));
-    let huge_array = [0x82, 0xa3, b's', b'e', b'q', 0x09, 0xa3, b'd', b'i', b'r', 0xdd, 0xff, 0xff, 0xff, 0xff];
+    let huge_array = [
+        0x82, 0xa3, b's', b'e', b'q', 0x09, 0xa3, b'd', b'i', b'r', 0xdd, 0xff, 0xff, 0xff, 0xff,
+    ];
     assert_eq!(game.push_input(p, &huge_array), Err(InputError::Malformed));
     assert_eq!(game.push_input(p, &[0xc1; 200]), Err(InputError::TooLarge));
-    assert_eq!(game.push_input(p, &input(10, 0.0, 0.0, false)), Err(InputError::RateLimited));
+    assert_eq!(
+        game.push_input(p, &input(10, 0.0, 0.0, false)),
+        Err(InputError::RateLimited)
+    );
     game.tick();
-    assert_eq!(game.push_input(PlayerId(77), &input(1, 0.0, 0.0, false)), Err(InputError::UnknownPlayer));
-    assert_eq!(game.push_input(PlayerId(u16::MAX), &input(1, 0.0, 0.0, false)), Err(InputError::UnknownPlayer));
+    assert_eq!(
+        game.push_input(PlayerId(77), &input(1, 0.0, 0.0, false)),
+        Err(InputError::UnknownPlayer)
+    );
+    assert_eq!(
+        game.push_input(PlayerId(u16::MAX), &input(1, 0.0, 0.0, false)),
+        Err(InputError::UnknownPlayer)
+    );
     let stats = game.input_stats();
     for (reason, n) in [
         (InputError::NoCharges, 1),
@@ -316,7 +454,8 @@ fn play(seed: u64, ticks: u32) -> Vec<Vec<u8>> {
     for _ in 0..ticks {
         for bot in &mut bots {
             if let Some(msg) = bot.think(&game) {
-                game.push_input(bot.player, &msg).expect("bot input is valid");
+                game.push_input(bot.player, &msg)
+                    .expect("bot input is valid");
             }
         }
         out.push(game.tick().message().to_vec());
@@ -381,7 +520,13 @@ pub(crate) fn measure_state_bytes(players: u16, seconds: u32) -> (f64, f64) {
     })
     .expect("config");
     let mut bots: Vec<Bot> = (0..players)
-        .map(|i| Bot::new(game.add_player(&format!("squirrel{i}"), None).expect("join"), i as u64))
+        .map(|i| {
+            Bot::new(
+                game.add_player(&format!("squirrel{i}"), None)
+                    .expect("join"),
+                i as u64,
+            )
+        })
         .collect();
     run_until(&mut game, Phase::Running);
     for _ in 0..40 {
@@ -402,5 +547,8 @@ pub(crate) fn measure_state_bytes(players: u16, seconds: u32) -> (f64, f64) {
         }
         total += out.message().len();
     }
-    (delta_bytes as f64 / changed.max(1) as f64, total as f64 / seconds as f64)
+    (
+        delta_bytes as f64 / changed.max(1) as f64,
+        total as f64 / seconds as f64,
+    )
 }

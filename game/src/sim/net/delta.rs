@@ -187,21 +187,33 @@ pub fn encode_delta(
     for event in events.read() {
         let out = net.sections.events.element();
         match *event {
-            GameEvent::Pickup { player, acorn, kind } => {
+            GameEvent::Pickup {
+                player,
+                acorn,
+                kind,
+            } => {
                 put_array_len(out, 4);
                 put_uint(out, wire::EV_PICKUP as u64);
                 put_uint(out, player.0 as u64);
                 put_uint(out, acorn as u64);
                 put_uint(out, kind as u64);
             }
-            GameEvent::Deliver { player, acorns, points } => {
+            GameEvent::Deliver {
+                player,
+                acorns,
+                points,
+            } => {
                 put_array_len(out, 4);
                 put_uint(out, wire::EV_DELIVER as u64);
                 put_uint(out, player.0 as u64);
                 put_uint(out, acorns as u64);
                 put_uint(out, points as u64);
             }
-            GameEvent::KnockOut { attacker, victim, acorns } => {
+            GameEvent::KnockOut {
+                attacker,
+                victim,
+                acorns,
+            } => {
                 put_array_len(out, 4);
                 put_uint(out, wire::EV_KNOCKOUT as u64);
                 put_uint(out, attacker.0 as u64);

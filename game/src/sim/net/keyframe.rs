@@ -31,7 +31,13 @@ pub fn keyframe_now(
     squirrels: Query<(&Squirrel, &PlayerName, &SentSquirrel)>,
     acorns: Query<&Acorn>,
 ) -> Bytes {
-    write_keyframe(net.bypass_change_detection(), &clock, &squirrels, &acorns, false)
+    write_keyframe(
+        net.bypass_change_detection(),
+        &clock,
+        &squirrels,
+        &acorns,
+        false,
+    )
 }
 
 fn write_keyframe(

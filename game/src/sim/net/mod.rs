@@ -23,7 +23,10 @@ use super::rules::TickSet;
 /// Adds the encoders: the delta every tick, then the keyframe when due.
 pub fn plugin(schedule: &mut Schedule) {
     schedule.add_systems(
-        (delta::encode_delta, keyframe::encode_keyframe.run_if(keyframe_due))
+        (
+            delta::encode_delta,
+            keyframe::encode_keyframe.run_if(keyframe_due),
+        )
             .chain()
             .in_set(TickSet::Net),
     );
@@ -31,7 +34,10 @@ pub fn plugin(schedule: &mut Schedule) {
 
 /// Run condition: this tick carries a keyframe (tick 1, then every `hz` ticks).
 pub fn keyframe_due(clock: Res<Clock>, rules: Res<Rules>) -> bool {
-    clock.tick.wrapping_sub(1).is_multiple_of(rules.keyframe_every.max(1))
+    clock
+        .tick
+        .wrapping_sub(1)
+        .is_multiple_of(rules.keyframe_every.max(1))
 }
 
 /// What clients were last told about a squirrel: the base its next delta is

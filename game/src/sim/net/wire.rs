@@ -84,7 +84,10 @@ pub fn pack_move(dx: i32, dy: i32) -> Option<u8> {
 #[inline]
 pub fn unpack_move(packed: u8) -> (i32, i32) {
     let p = packed as i32;
-    (p / SMALL_MOVE_SPAN - SMALL_MOVE_MAX, p % SMALL_MOVE_SPAN - SMALL_MOVE_MAX)
+    (
+        p / SMALL_MOVE_SPAN - SMALL_MOVE_MAX,
+        p % SMALL_MOVE_SPAN - SMALL_MOVE_MAX,
+    )
 }
 
 /// A squirrel's status word.
@@ -125,12 +128,24 @@ mod tests {
     #[test]
     fn status_bits() {
         let s = status(
-            &Carry { plain: 2, golden: 1 },
-            &Dash { charges: 4, ticks_left: 2 },
+            &Carry {
+                plain: 2,
+                golden: 1,
+            },
+            &Dash {
+                charges: 4,
+                ticks_left: 2,
+            },
             &Stun(0),
-            &Presence { connected: false, since_tick: 0 },
+            &Presence {
+                connected: false,
+                since_tick: 0,
+            },
         );
-        assert_eq!(s, 3 | (1 << 3) | (4 << 6) | STATUS_DASHING | STATUS_DISCONNECTED);
+        assert_eq!(
+            s,
+            3 | (1 << 3) | (4 << 6) | STATUS_DASHING | STATUS_DISCONNECTED
+        );
         assert_eq!(quantise(2.5), 40);
         assert_eq!(quantise(-1.0), 0);
     }

@@ -2,7 +2,9 @@
 
 use bevy_ecs::prelude::*;
 
-use crate::sim::components::{AcornKind, Carry, Dash, Position, Score, Squirrel, Stats, Stun, Vec2};
+use crate::sim::components::{
+    AcornKind, Carry, Dash, Position, Score, Squirrel, Stats, Stun, Vec2,
+};
 use crate::sim::events::GameEvent;
 use crate::sim::map::tile_coord;
 use crate::sim::params::{MAX_CHARGES, PICKUP_RADIUS};
@@ -38,10 +40,27 @@ pub fn collect(
     let any_acorns = acorns.count() > 0;
     for (sq, pos, stun, mut carry, mut dash, mut score, mut stats) in &mut squirrels {
         if any_acorns && stun.0 == 0 && !carry.is_full() {
-            pick_up(&mut commands, &mut acorns, sq, pos.0, &mut carry, &mut dash, &mut events);
+            pick_up(
+                &mut commands,
+                &mut acorns,
+                sq,
+                pos.0,
+                &mut carry,
+                &mut dash,
+                &mut events,
+            );
         }
         if carry.count() > 0 {
-            deliver(&map, &mut scores, sq, pos.0, &mut carry, &mut score, &mut stats, &mut events);
+            deliver(
+                &map,
+                &mut scores,
+                sq,
+                pos.0,
+                &mut carry,
+                &mut score,
+                &mut stats,
+                &mut events,
+            );
         }
     }
 }
@@ -59,8 +78,14 @@ pub fn pick_up(
     events: &mut MessageWriter<GameEvent>,
 ) {
     let r2 = PICKUP_RADIUS * PICKUP_RADIUS;
-    let (x0, x1) = (tile_coord(p.x - PICKUP_RADIUS), tile_coord(p.x + PICKUP_RADIUS));
-    let (y0, y1) = (tile_coord(p.y - PICKUP_RADIUS), tile_coord(p.y + PICKUP_RADIUS));
+    let (x0, x1) = (
+        tile_coord(p.x - PICKUP_RADIUS),
+        tile_coord(p.x + PICKUP_RADIUS),
+    );
+    let (y0, y1) = (
+        tile_coord(p.y - PICKUP_RADIUS),
+        tile_coord(p.y + PICKUP_RADIUS),
+    );
     for ty in y0..=y1 {
         for tx in x0..=x1 {
             if carry.is_full() {
@@ -133,14 +158,28 @@ mod tests {
         let on = spawn_acorn(&mut w, 3, 6, AcornKind::Golden); // centre 0.3 away
         let far = spawn_acorn(&mut w, 3, 4, AcornKind::Plain);
         run(&mut w, collect);
-        assert_eq!(w.get::<Carry>(s), Some(&Carry { plain: 0, golden: 1 }));
-        assert_eq!(w.get::<Dash>(s).map(|d| d.charges), Some(2), "golden gives a charge");
+        assert_eq!(
+            w.get::<Carry>(s),
+            Some(&Carry {
+                plain: 0,
+                golden: 1
+            })
+        );
+        assert_eq!(
+            w.get::<Dash>(s).map(|d| d.charges),
+            Some(2),
+            "golden gives a charge"
+        );
         assert!(w.get_entity(on).is_err(), "picked acorn is despawned");
         assert!(w.get_entity(near).is_ok() && w.get_entity(far).is_ok());
         assert_eq!(w.resource::<Acorns>().count(), 2);
         assert_eq!(
             events(&mut w),
-            vec![GameEvent::Pickup { player: PlayerId(0), acorn: 1, kind: AcornKind::Golden }]
+            vec![GameEvent::Pickup {
+                player: PlayerId(0),
+                acorn: 1,
+                kind: AcornKind::Golden
+            }]
         );
         // Step closer: now the other one is within reach.
         w.get_mut::<Position>(s).expect("s").0 = Vec2::new(4.1, 6.5);
@@ -152,7 +191,10 @@ mod tests {
     fn carry_cap_charge_cap_and_stun() {
         let mut w = world();
         let s = spawn_squirrel(&mut w, 0, 0, tile_centre(4, 6));
-        *w.get_mut::<Carry>(s).expect("s") = Carry { plain: 5, golden: 0 };
+        *w.get_mut::<Carry>(s).expect("s") = Carry {
+            plain: 5,
+            golden: 0,
+        };
         spawn_acorn(&mut w, 4, 6, AcornKind::Plain);
         run(&mut w, collect);
         assert_eq!(w.get::<Carry>(s).map(|c| c.count()), Some(5), "full paws");
@@ -167,7 +209,11 @@ mod tests {
         run(&mut w, collect);
         assert_eq!(w.get::<Carry>(s).map(|c| c.golden), Some(1));
         assert_eq!(w.get::<Dash>(s).map(|d| d.charges), Some(MAX_CHARGES));
-        assert_eq!(w.query::<&Acorn>().iter(&w).count(), 1, "the acorn taken off the grid stays until despawned by its owner");
+        assert_eq!(
+            w.query::<&Acorn>().iter(&w).count(),
+            1,
+            "the acorn taken off the grid stays until despawned by its owner"
+        );
     }
 
     #[test]
@@ -176,18 +222,32 @@ mod tests {
         // Team 0's burrow is tiles (1..=2, 1..=2); team 1's is (9..=10, 1..=2).
         let home = spawn_squirrel(&mut w, 0, 0, tile_centre(1, 2));
         let away = spawn_squirrel(&mut w, 1, 0, tile_centre(9, 1));
-        *w.get_mut::<Carry>(home).expect("h") = Carry { plain: 3, golden: 1 };
-        *w.get_mut::<Carry>(away).expect("a") = Carry { plain: 2, golden: 0 };
+        *w.get_mut::<Carry>(home).expect("h") = Carry {
+            plain: 3,
+            golden: 1,
+        };
+        *w.get_mut::<Carry>(away).expect("a") = Carry {
+            plain: 2,
+            golden: 0,
+        };
         run(&mut w, collect);
         let points = 3 * ACORN_POINTS + GOLDEN_POINTS;
         assert_eq!(w.get::<Carry>(home), Some(&Carry::default()));
         assert_eq!(w.get::<Score>(home), Some(&Score(points)));
         assert_eq!(w.get::<Stats>(home).map(|s| s.delivered), Some(4));
-        assert_eq!(w.get::<Carry>(away).map(|c| c.count()), Some(2), "enemy burrow");
+        assert_eq!(
+            w.get::<Carry>(away).map(|c| c.count()),
+            Some(2),
+            "enemy burrow"
+        );
         assert_eq!(w.resource::<TeamScores>().0, vec![points, 0]);
         assert_eq!(
             events(&mut w),
-            vec![GameEvent::Deliver { player: PlayerId(0), acorns: 4, points }]
+            vec![GameEvent::Deliver {
+                player: PlayerId(0),
+                acorns: 4,
+                points
+            }]
         );
     }
 }

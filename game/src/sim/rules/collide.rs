@@ -30,7 +30,13 @@ pub fn slide(map: &Map, from: Vec2, delta: Vec2) -> Vec2 {
     // Fast path: the box swept from `from` to `from + delta` touches no solid tile.
     if longest <= MAX_STEP {
         let to = from + delta;
-        if area_free(map, from.x.min(to.x), from.x.max(to.x), from.y.min(to.y), from.y.max(to.y)) {
+        if area_free(
+            map,
+            from.x.min(to.x),
+            from.x.max(to.x),
+            from.y.min(to.y),
+            from.y.max(to.y),
+        ) {
             return to;
         }
     }
@@ -113,7 +119,10 @@ mod tests {
     fn free_movement_is_exact() {
         let m = map();
         let p = slide(&m, tile_centre(3, 3), Vec2::new(0.2, -0.1));
-        assert!((p.x - 3.7).abs() < 1e-6 && (p.y - 3.4).abs() < 1e-6, "{p:?}");
+        assert!(
+            (p.x - 3.7).abs() < 1e-6 && (p.y - 3.4).abs() < 1e-6,
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -124,7 +133,10 @@ mod tests {
         for _ in 0..20 {
             p = slide(&m, p, Vec2::new(0.2, 0.0));
         }
-        assert!(p.x <= 5.0 - SQUIRREL_HALF && p.x > 5.0 - SQUIRREL_HALF - 0.01, "{p:?}");
+        assert!(
+            p.x <= 5.0 - SQUIRREL_HALF && p.x > 5.0 - SQUIRREL_HALF - 0.01,
+            "{p:?}"
+        );
         // Diagonally into the same face: x is blocked, y still moves.
         let q = slide(&m, p, Vec2::new(0.2, 0.2));
         assert_eq!(q.x, p.x);

@@ -3,7 +3,7 @@
 use bevy_ecs::prelude::*;
 
 use crate::sim::components::{Dash, InputAck, Intent, Leaving, Stun};
-use crate::sim::events::{rotate_events, GameEvent};
+use crate::sim::events::GameEvent;
 use crate::sim::input::InputBuffer;
 use crate::sim::params::Rules;
 use crate::sim::resources::{Clock, Phase, Roster};
@@ -12,10 +12,16 @@ use super::TickSet;
 
 /// Adds the control systems.
 pub fn plugin(schedule: &mut Schedule) {
-    schedule.add_systems((rotate_events, apply_inputs).chain().in_set(TickSet::Control));
+    schedule.add_systems(
+        (rotate_events, apply_inputs)
+            .chain()
+            .in_set(TickSet::Control),
+    );
 }
 
-/// Applies each player's latest accepted input: sets the wanted direction,
+/// Starts the tick's events (rotating the event buffers: standalone bevy_ecs
+/// has no app to do it, and each tick's events must be read exactly once),
+/// then applies each player's latest accepted input: sets the wanted direction,
 /// starts a dash (running, a charge left, not dashing, not stunned) and records
 /// the input's seq as acknowledged. Inputs arriving in lobby or countdown are
 /// applied (and acknowledged) but nothing moves until the match runs.
@@ -25,8 +31,9 @@ pub fn apply_inputs(
     clock: Res<Clock>,
     rules: Res<Rules>,
     mut squirrels: Query<(&mut Intent, &mut Dash, &Stun, &mut InputAck), Without<Leaving>>,
-    mut events: MessageWriter<GameEvent>,
+    mut events: ResMut<Messages<GameEvent>>,
 ) {
+    events.update();
     let running = clock.phase == Phase::Running;
     buffer.drain(|player, fresh| {
         let Some((dir, dash, seq)) = fresh else {
@@ -65,7 +72,16 @@ mod tests {
             let p = PlayerId(0);
             for (seq, x, dash) in [(1, 1.0, false), (2, -1.0, true), (3, 0.0, false)] {
                 b.admit(p).expect("admit");
-                b.accept(p, Input { seq, dir: Vec2::new(x, 0.0), dash }, 1).expect("accept");
+                b.accept(
+                    p,
+                    Input {
+                        seq,
+                        dir: Vec2::new(x, 0.0),
+                        dash,
+                    },
+                    1,
+                )
+                .expect("accept");
             }
         }
         run(&mut w, apply_inputs);
@@ -74,7 +90,12 @@ mod tests {
         let dash = *w.get::<Dash>(e).expect("dash");
         assert_eq!(dash.charges, 0);
         assert_eq!(dash.ticks_left, w.resource::<Rules>().dash_ticks);
-        assert_eq!(events(&mut w), vec![GameEvent::Dash { player: PlayerId(0) }]);
+        assert_eq!(
+            events(&mut w),
+            vec![GameEvent::Dash {
+                player: PlayerId(0)
+            }]
+        );
     }
 
     #[test]
@@ -84,10 +105,22 @@ mod tests {
         {
             let mut b = w.resource_mut::<InputBuffer>();
             b.admit(PlayerId(0)).expect("admit");
-            b.accept(PlayerId(0), Input { seq: 1, dir: Vec2::ZERO, dash: true }, 1).expect("accept");
+            b.accept(
+                PlayerId(0),
+                Input {
+                    seq: 1,
+                    dir: Vec2::ZERO,
+                    dash: true,
+                },
+                1,
+            )
+            .expect("accept");
         }
         run(&mut w, apply_inputs);
-        assert_eq!(w.get::<Dash>(e).map(|d| (d.charges, d.ticks_left)), Some((1, 0)));
+        assert_eq!(
+            w.get::<Dash>(e).map(|d| (d.charges, d.ticks_left)),
+            Some((1, 0))
+        );
         assert_eq!(w.get::<InputAck>(e), Some(&InputAck(1)));
     }
 }

@@ -12,16 +12,23 @@ use super::TickSet;
 
 /// Adds the combat systems.
 pub fn plugin(schedule: &mut Schedule) {
-    schedule.add_systems(
-        (knock_out, run_down_timers)
-            .chain_ignore_deferred()
-            .in_set(TickSet::Combat),
-    );
+    schedule.add_systems(knock_out.in_set(TickSet::Combat));
 }
 
-/// Every dashing squirrel knocks out each enemy (another team) within
-/// [`KNOCK_RADIUS`] who carries acorns: the victim's acorns scatter on free
-/// tiles nearby (see [`scatter`]) and the victim is stunned.
+/// What [`knock_out`] reads and writes of a squirrel.
+pub type Fighter = (
+    &'static Squirrel,
+    &'static Position,
+    &'static mut Dash,
+    &'static mut Carry,
+    &'static mut Stun,
+    &'static mut Stats,
+);
+
+/// Every squirrel that dashed this tick knocks out each enemy (another team)
+/// within [`KNOCK_RADIUS`] who carries acorns: the victim's acorns scatter on
+/// free tiles nearby (see [`scatter`]) and the victim is stunned. Dash and
+/// stun timers run down by one tick here too (one pass over the squirrels).
 #[allow(clippy::too_many_arguments)]
 pub fn knock_out(
     mut commands: Commands,
@@ -30,7 +37,14 @@ pub fn knock_out(
     roster: Res<Roster>,
     mut rng: ResMut<GameRng>,
     mut acorns: ResMut<Acorns>,
-    mut squirrels: Query<(&Squirrel, &Position, &Dash, &mut Carry, &mut Stun, &mut Stats)>,
+    mut squirrels: Query<(
+        &Squirrel,
+        &Position,
+        &Dash,
+        &mut Carry,
+        &mut Stun,
+        &mut Stats,
+    )>,
     mut events: MessageWriter<GameEvent>,
     mut dashers: Local<Vec<(PlayerId, u8, Vec2)>>,
 ) {
@@ -73,18 +87,6 @@ pub fn knock_out(
     }
 }
 
-/// Dashes and stuns run down by one tick.
-pub fn run_down_timers(mut timers: Query<(&mut Dash, &mut Stun)>) {
-    for (mut dash, mut stun) in &mut timers {
-        if dash.ticks_left > 0 {
-            dash.ticks_left -= 1;
-        }
-        if stun.0 > 0 {
-            stun.0 -= 1;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,17 +100,36 @@ mod tests {
         let victim = spawn_squirrel(&mut w, 1, 1, Vec2::new(4.0, 6.5));
         let friend = spawn_squirrel(&mut w, 2, 0, Vec2::new(3.2, 6.5));
         w.get_mut::<Dash>(attacker).expect("a").ticks_left = 2;
-        *w.get_mut::<Carry>(victim).expect("v") = Carry { plain: 2, golden: 1 };
-        *w.get_mut::<Carry>(friend).expect("f") = Carry { plain: 1, golden: 0 };
+        *w.get_mut::<Carry>(victim).expect("v") = Carry {
+            plain: 2,
+            golden: 1,
+        };
+        *w.get_mut::<Carry>(friend).expect("f") = Carry {
+            plain: 1,
+            golden: 0,
+        };
         run(&mut w, knock_out);
         assert_eq!(w.get::<Carry>(victim), Some(&Carry::default()));
-        assert_eq!(w.get::<Carry>(friend), Some(&Carry { plain: 1, golden: 0 }), "no friendly fire");
-        assert_eq!(w.get::<Stun>(victim), Some(&Stun(w.resource::<Rules>().stun_ticks)));
+        assert_eq!(
+            w.get::<Carry>(friend),
+            Some(&Carry {
+                plain: 1,
+                golden: 0
+            }),
+            "no friendly fire"
+        );
+        assert_eq!(
+            w.get::<Stun>(victim),
+            Some(&Stun(w.resource::<Rules>().stun_ticks))
+        );
         assert_eq!(w.get::<Stats>(attacker).map(|s| s.knockouts), Some(1));
         assert_eq!(w.get::<Stats>(victim).map(|s| s.knocked_out), Some(1));
         let mut kinds: Vec<AcornKind> = w.query::<&Acorn>().iter(&w).map(|a| a.kind).collect();
         kinds.sort_by_key(|k| *k as u8);
-        assert_eq!(kinds, [AcornKind::Plain, AcornKind::Plain, AcornKind::Golden]);
+        assert_eq!(
+            kinds,
+            [AcornKind::Plain, AcornKind::Plain, AcornKind::Golden]
+        );
         assert_eq!(
             events(&mut w),
             vec![GameEvent::KnockOut {
@@ -125,17 +146,31 @@ mod tests {
         let a = spawn_squirrel(&mut w, 0, 0, tile_centre(3, 6));
         let far = spawn_squirrel(&mut w, 1, 1, Vec2::new(4.4, 6.5));
         let empty = spawn_squirrel(&mut w, 2, 1, Vec2::new(3.5, 6.9));
-        *w.get_mut::<Carry>(far).expect("far") = Carry { plain: 2, golden: 0 };
+        *w.get_mut::<Carry>(far).expect("far") = Carry {
+            plain: 2,
+            golden: 0,
+        };
         // Not dashing: nothing happens even in range.
         let near = spawn_squirrel(&mut w, 3, 1, Vec2::new(3.6, 6.5));
-        *w.get_mut::<Carry>(near).expect("near") = Carry { plain: 1, golden: 0 };
+        *w.get_mut::<Carry>(near).expect("near") = Carry {
+            plain: 1,
+            golden: 0,
+        };
         run(&mut w, knock_out);
         assert_eq!(w.get::<Carry>(near).map(|c| c.count()), Some(1));
         w.get_mut::<Dash>(a).expect("a").ticks_left = 1;
         *w.get_mut::<Carry>(near).expect("near") = Carry::default();
         run(&mut w, knock_out);
-        assert_eq!(w.get::<Carry>(far).map(|c| c.count()), Some(2), "out of range");
-        assert_eq!(w.get::<Stun>(empty), Some(&Stun(0)), "empty paws: nothing to knock");
+        assert_eq!(
+            w.get::<Carry>(far).map(|c| c.count()),
+            Some(2),
+            "out of range"
+        );
+        assert_eq!(
+            w.get::<Stun>(empty),
+            Some(&Stun(0)),
+            "empty paws: nothing to knock"
+        );
         assert!(events(&mut w).is_empty());
     }
 
@@ -145,9 +180,9 @@ mod tests {
         let a = spawn_squirrel(&mut w, 0, 0, tile_centre(3, 6));
         w.get_mut::<Dash>(a).expect("a").ticks_left = 2;
         w.get_mut::<Stun>(a).expect("a").0 = 1;
-        run(&mut w, run_down_timers);
-        run(&mut w, run_down_timers);
-        run(&mut w, run_down_timers);
+        run(&mut w, knock_out);
+        run(&mut w, knock_out);
+        run(&mut w, knock_out);
         assert_eq!(w.get::<Dash>(a).map(|d| d.ticks_left), Some(0));
         assert_eq!(w.get::<Stun>(a), Some(&Stun(0)));
     }

@@ -12,7 +12,11 @@ use super::TickSet;
 
 /// Adds the lifecycle systems.
 pub fn plugin(schedule: &mut Schedule) {
-    schedule.add_systems((advance_phase, drop_players).chain().in_set(TickSet::Lifecycle));
+    schedule.add_systems(
+        (advance_phase, drop_players)
+            .chain()
+            .in_set(TickSet::Lifecycle),
+    );
 }
 
 /// Advances the match clock's phase:
@@ -29,6 +33,13 @@ pub fn advance_phase(
     players: Query<&Presence, (With<Squirrel>, Without<Leaving>)>,
 ) {
     let tick = clock.tick;
+    if clock.end_requested && clock.phase != Phase::Ended {
+        clock.end_requested = false;
+        clock.phase = Phase::Ended;
+        clock.phase_end = 0;
+        clock.winner = winner(&scores.0);
+        return;
+    }
     match clock.phase {
         Phase::Lobby => {
             let auto = rules
@@ -122,12 +133,19 @@ mod tests {
     fn lobby_countdown_running_ended() {
         let mut w = world();
         at_tick(&mut w, 1);
-        assert_eq!(w.resource::<Clock>().phase, Phase::Lobby, "waits for a start");
+        assert_eq!(
+            w.resource::<Clock>().phase,
+            Phase::Lobby,
+            "waits for a start"
+        );
         w.resource_mut::<Clock>().start_requested = true;
         at_tick(&mut w, 2);
         let rules = w.resource::<Rules>().clone();
         let clock = w.resource::<Clock>().clone();
-        assert_eq!((clock.phase, clock.phase_end), (Phase::Countdown, 2 + rules.countdown_ticks));
+        assert_eq!(
+            (clock.phase, clock.phase_end),
+            (Phase::Countdown, 2 + rules.countdown_ticks)
+        );
         at_tick(&mut w, clock.phase_end - 1);
         assert_eq!(w.resource::<Clock>().phase, Phase::Countdown);
         at_tick(&mut w, clock.phase_end);
@@ -142,6 +160,23 @@ mod tests {
         assert_eq!((ended.phase, ended.winner), (Phase::Ended, Some(1)));
         at_tick(&mut w, running.phase_end + 100);
         assert_eq!(w.resource::<Clock>().phase, Phase::Ended, "ended is final");
+    }
+
+    #[test]
+    fn an_end_request_ends_the_match_from_any_phase() {
+        for start in [false, true] {
+            let mut w = world();
+            if start {
+                w.resource_mut::<Clock>().start_requested = true;
+                at_tick(&mut w, 1);
+                assert_ne!(w.resource::<Clock>().phase, Phase::Lobby);
+            }
+            w.resource_mut::<TeamScores>().0 = vec![3, 7];
+            w.resource_mut::<Clock>().end_requested = true;
+            at_tick(&mut w, 2);
+            let c = w.resource::<Clock>().clone();
+            assert_eq!((c.phase, c.winner), (Phase::Ended, Some(1)));
+        }
     }
 
     #[test]
@@ -173,8 +208,14 @@ mod tests {
         let grace = w.resource::<Rules>().grace_ticks;
         let stay = spawn_squirrel(&mut w, 0, 0, tile_centre(3, 6));
         let gone = spawn_squirrel(&mut w, 1, 1, tile_centre(8, 6));
-        *w.get_mut::<Carry>(gone).expect("gone") = Carry { plain: 2, golden: 0 };
-        *w.get_mut::<Presence>(gone).expect("gone") = Presence { connected: false, since_tick: 0 };
+        *w.get_mut::<Carry>(gone).expect("gone") = Carry {
+            plain: 2,
+            golden: 0,
+        };
+        *w.get_mut::<Presence>(gone).expect("gone") = Presence {
+            connected: false,
+            since_tick: 0,
+        };
         w.resource_mut::<Clock>().tick = grace - 1;
         run(&mut w, drop_players);
         assert!(w.get_entity(gone).is_ok(), "still within grace");
@@ -182,7 +223,11 @@ mod tests {
         run(&mut w, drop_players);
         assert!(w.get_entity(gone).is_err(), "grace over");
         assert!(w.get_entity(stay).is_ok());
-        assert_eq!(w.resource::<Roster>().entity(crate::sim::components::PlayerId(1)), None);
+        assert_eq!(
+            w.resource::<Roster>()
+                .entity(crate::sim::components::PlayerId(1)),
+            None
+        );
         assert_eq!(w.resource::<Roster>().team_sizes, vec![1, 0]);
         assert_eq!(w.query::<&Acorn>().iter(&w).count(), 2, "acorns dropped");
         // A reconnected player within grace is kept; one who left is removed at once.

@@ -1,20 +1,21 @@
 //! The rules, one plain system function each, grouped in sets that run in
 //! this order every tick:
 //!
-//! 1. [`TickSet::Control`]: rotate the event buffers, apply the latest input of
+//! 1. [`TickSet::Control`]: start the tick's events, apply the latest input of
 //!    each player (direction, dash start, ack).
 //! 2. [`TickSet::Lifecycle`]: advance the phase (lobby → countdown → running →
 //!    ended), drop players who left or whose grace ran out.
 //! 3. [`TickSet::Motion`]: move squirrels, colliding with trees and borders.
-//! 4. [`TickSet::Combat`]: dashes knock enemies' acorns loose; timers run down.
+//! 4. [`TickSet::Combat`]: dashes knock enemies' acorns loose; dash and stun
+//!    timers run down.
 //! 5. [`TickSet::Collect`]: pick acorns up, deliver them home and score.
 //! 6. [`TickSet::Spawn`]: new acorns on free tiles up to the cap.
 //! 7. [`TickSet::Net`]: encode the delta (and the keyframe when due).
 //!
 //! Motion, Combat, Collect and Spawn only run while the match is running.
 
-pub mod collide;
 pub mod collect;
+pub mod collide;
 pub mod control;
 pub mod dash;
 pub mod lifecycle;
@@ -73,7 +74,9 @@ pub fn build_schedule() -> Schedule {
     // Two sync points for commands (spawns, despawns): departures are gone
     // before anything moves, and everything is applied before encoding.
     schedule.add_systems((
-        ApplyDeferred.after(TickSet::Lifecycle).before(TickSet::Motion),
+        ApplyDeferred
+            .after(TickSet::Lifecycle)
+            .before(TickSet::Motion),
         ApplyDeferred.after(TickSet::Spawn).before(TickSet::Net),
     ));
     schedule.configure_sets(

@@ -65,7 +65,10 @@ mod tests {
         let b = spawn_squirrel(&mut w, 1, 0, tile_centre(2, 7));
         w.get_mut::<Intent>(a).expect("a").0 = Vec2::new(1.0, 0.0);
         w.get_mut::<Intent>(b).expect("b").0 = Vec2::new(1.0, 0.0);
-        *w.get_mut::<Carry>(b).expect("b") = Carry { plain: 5, golden: 0 };
+        *w.get_mut::<Carry>(b).expect("b") = Carry {
+            plain: 5,
+            golden: 0,
+        };
         run(&mut w, move_squirrels);
         let step = 4.0 / 20.0;
         assert!((pos(&w, a).x - (2.5 + step)).abs() < 1e-5);
@@ -104,9 +107,17 @@ mod tests {
         schedule.add_systems(move_squirrels);
         schedule.run(&mut w);
         w.clear_trackers();
-        let before = w.entity(a).get_ref::<Position>().expect("pos").last_changed();
+        let before = w
+            .entity(a)
+            .get_ref::<Position>()
+            .expect("pos")
+            .last_changed();
         schedule.run(&mut w);
-        let after = w.entity(a).get_ref::<Position>().expect("pos").last_changed();
+        let after = w
+            .entity(a)
+            .get_ref::<Position>()
+            .expect("pos")
+            .last_changed();
         assert_eq!(before, after);
     }
 }

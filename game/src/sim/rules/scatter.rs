@@ -84,8 +84,21 @@ mod tests {
         let at = tile_centre(4, 4); // next to the tree block at x 5..=6, y 4..=5
         let placed = w
             .run_system_once(
-                move |mut c: Commands, mut a: ResMut<Acorns>, m: Res<GameMap>, mut r: ResMut<GameRng>| {
-                    scatter(&mut c, &mut a, &m, &mut r, at, Carry { plain: 3, golden: 2 })
+                move |mut c: Commands,
+                      mut a: ResMut<Acorns>,
+                      m: Res<GameMap>,
+                      mut r: ResMut<GameRng>| {
+                    scatter(
+                        &mut c,
+                        &mut a,
+                        &m,
+                        &mut r,
+                        at,
+                        Carry {
+                            plain: 3,
+                            golden: 2,
+                        },
+                    )
                 },
             )
             .expect("runs");

@@ -81,7 +81,11 @@ mod tests {
         assert_eq!(w.query::<&Acorn>().iter(&w).count(), cap as usize);
         let map = w.resource::<GameMap>().clone();
         for a in w.query::<&Acorn>().iter(&w) {
-            assert!(map.is_spawnable(a.tile.0 as i32, a.tile.1 as i32), "{:?}", a.tile);
+            assert!(
+                map.is_spawnable(a.tile.0 as i32, a.tile.1 as i32),
+                "{:?}",
+                a.tile
+            );
         }
         // At the cap nothing spawns; below it, one per interval.
         w.resource_mut::<Clock>().tick = 30;
