@@ -53,8 +53,8 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, GameError> {
         .map_err(|e| GameError::BadRequest(e.body_text()))
 }
 
-fn operator(host: &MatchHost, headers: &HeaderMap) -> Result<(), Response> {
-    realtime::http::require_operator(host.app(), headers).map_err(IntoResponse::into_response)
+fn operator(host: &MatchHost, headers: &HeaderMap) -> Result<(), realtime::error::ApiError> {
+    realtime::http::require_operator(host.app(), headers)
 }
 
 async fn list(State(host): State<Arc<MatchHost>>) -> Response {
@@ -88,8 +88,8 @@ async fn create(
     headers: HeaderMap,
     body: Result<Json<CreateMatch>, JsonRejection>,
 ) -> Response {
-    if let Err(r) = operator(&host, &headers) {
-        return r;
+    if let Err(e) = operator(&host, &headers) {
+        return e.into_response();
     }
     let result = async { host.create(json_body(body)?).await }.await;
     match result {
@@ -103,8 +103,8 @@ async fn end(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = operator(&host, &headers) {
-        return r;
+    if let Err(e) = operator(&host, &headers) {
+        return e.into_response();
     }
     match host.end(&id).await {
         Ok(record) => Json(record).into_response(),

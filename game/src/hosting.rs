@@ -511,11 +511,11 @@ impl MatchTask {
                     .put_snapshot(&self.id, u64::from(out.tick), keyframe.clone())
                     .await;
             }
-            if tick % u64::from(hz.div_ceil(4)) == 0 || out.phase_changed {
+            if tick.is_multiple_of(u64::from(hz.div_ceil(4))) || out.phase_changed {
                 self.refresh_view().await;
             }
             if out.phase == sim::Phase::Ended {
-                let at = *ended_at.get_or_insert_with(|| Instant::now());
+                let at = *ended_at.get_or_insert_with(Instant::now);
                 if out.phase_changed {
                     self.record_results().await;
                 }

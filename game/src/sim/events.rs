@@ -44,9 +44,3 @@ pub enum GameEvent {
         player: PlayerId,
     },
 }
-
-/// Rotates the event buffers at the start of a tick (standalone bevy_ecs has
-/// no app to do it), so each tick's events are read exactly once.
-pub fn rotate_events(mut events: ResMut<Messages<GameEvent>>) {
-    events.update();
-}

@@ -12,11 +12,7 @@ use super::TickSet;
 
 /// Adds the control systems.
 pub fn plugin(schedule: &mut Schedule) {
-    schedule.add_systems(
-        (rotate_events, apply_inputs)
-            .chain()
-            .in_set(TickSet::Control),
-    );
+    schedule.add_systems(apply_inputs.in_set(TickSet::Control));
 }
 
 /// Starts the tick's events (rotating the event buffers: standalone bevy_ecs

@@ -37,21 +37,18 @@ pub fn knock_out(
     roster: Res<Roster>,
     mut rng: ResMut<GameRng>,
     mut acorns: ResMut<Acorns>,
-    mut squirrels: Query<(
-        &Squirrel,
-        &Position,
-        &Dash,
-        &mut Carry,
-        &mut Stun,
-        &mut Stats,
-    )>,
+    mut squirrels: Query<Fighter>,
     mut events: MessageWriter<GameEvent>,
     mut dashers: Local<Vec<(PlayerId, u8, Vec2)>>,
 ) {
     dashers.clear();
-    for (sq, pos, dash, ..) in &squirrels {
+    for (sq, pos, mut dash, _, mut stun, _) in &mut squirrels {
         if dash.active() {
             dashers.push((sq.id, sq.team, pos.0));
+            dash.ticks_left -= 1;
+        }
+        if stun.0 > 0 {
+            stun.0 -= 1;
         }
     }
     if dashers.is_empty() {
