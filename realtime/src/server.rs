@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use governor::DefaultKeyedRateLimiter;
 use tokio::net::TcpListener;
@@ -113,7 +114,14 @@ impl Server {
             cancel.cancel();
         };
         let sweeper = tokio::spawn(sweep_rate_limiter(app.clone()));
-        axum::serve(self.listener, router)
+        // Frames are already batched per connection and flushed once per batch;
+        // Nagle's algorithm would only hold each batch back for a delayed ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
+        axum::serve(listener, router)
             .with_graceful_shutdown(signal)
             .await?;
         sweeper.abort();
