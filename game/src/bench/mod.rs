@@ -76,8 +76,8 @@ pub struct ConnArgs {
     /// WebSocket URL: ws://127.0.0.1:PORT[/v1/ws] (Acorn: /v1/ws is the default path).
     #[arg(long)]
     pub url: String,
-    /// Acorn: a token allowing publish and subscribe on the cache.
-    #[arg(long, conflicts_with = "operator_key")]
+    /// Acorn: a token allowing publish and subscribe on the cache (wins over --operator-key).
+    #[arg(long)]
     pub token: Option<String>,
     /// Acorn: mint a token with this operator key (POST /v1/tokens).
     #[arg(long, env = "ACORN_OPERATOR_KEY", hide_env_values = true)]
