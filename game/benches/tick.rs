@@ -38,7 +38,8 @@ fn new_match(players: u16, seed: u64) -> Match {
     })
     .expect("config");
     for i in 0..players {
-        game.add_player(&format!("squirrel{i}"), None).expect("join");
+        game.add_player(&format!("squirrel{i}"), None)
+            .expect("join");
     }
     game
 }
@@ -49,7 +50,9 @@ type Recording = Vec<Vec<(PlayerId, Vec<u8>)>>;
 /// Plays a match with bots for `ticks` ticks, recording their inputs.
 fn record(players: u16, seed: u64, ticks: usize) -> Recording {
     let mut game = new_match(players, seed);
-    let mut bots: Vec<Bot> = (0..players).map(|i| Bot::new(PlayerId(i), seed + i as u64)).collect();
+    let mut bots: Vec<Bot> = (0..players)
+        .map(|i| Bot::new(PlayerId(i), seed + i as u64))
+        .collect();
     let mut recording = Vec::with_capacity(ticks);
     for _ in 0..ticks {
         let mut inputs = Vec::new();
@@ -75,7 +78,10 @@ fn replay(game: &mut Match, inputs: &[(PlayerId, Vec<u8>)]) {
 }
 
 fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime only writes the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -181,7 +187,8 @@ fn bench_tick(c: &mut Criterion) {
         })
         .expect("config");
         for i in 0..16 {
-            game.add_player(&format!("squirrel{i}"), None).expect("join");
+            game.add_player(&format!("squirrel{i}"), None)
+                .expect("join");
         }
         b.iter_custom(|iters| {
             let start = now(wall, epoch);

@@ -58,19 +58,25 @@ struct Client {
 }
 
 fn uint(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("expected uint, got {v}"))
+    v.as_u64()
+        .unwrap_or_else(|| panic!("expected uint, got {v}"))
 }
 
 fn int(v: &Value) -> i64 {
-    v.as_i64().unwrap_or_else(|| panic!("expected int, got {v}"))
+    v.as_i64()
+        .unwrap_or_else(|| panic!("expected int, got {v}"))
 }
 
 fn arr(v: &Value) -> &[Value] {
-    v.as_array().unwrap_or_else(|| panic!("expected array, got {v}"))
+    v.as_array()
+        .unwrap_or_else(|| panic!("expected array, got {v}"))
 }
 
 fn squirrel<'a>(state: &'a mut ClientState, id: &Value) -> &'a mut Sq {
-    state.squirrels.get_mut(&uint(id)).expect("change to a known squirrel")
+    state
+        .squirrels
+        .get_mut(&uint(id))
+        .expect("change to a known squirrel")
 }
 
 impl Client {
@@ -79,11 +85,17 @@ impl Client {
         let msg = rmpv::decode::read_value(&mut rd).expect("valid MessagePack");
         assert!(rd.is_empty(), "one value per message");
         let entries = msg.as_map().expect("a map");
-        let get = |k: &str| entries.iter().find(|(key, _)| key.as_str() == Some(k)).map(|(_, v)| v);
+        let get = |k: &str| {
+            entries
+                .iter()
+                .find(|(key, _)| key.as_str() == Some(k))
+                .map(|(_, v)| v)
+        };
         for (k, _) in entries {
             let k = k.as_str().expect("string keys");
             assert!(
-                ["d", "k", "P", "W", "r", "R", "a", "A", "m", "M", "s", "p", "q", "S", "e"].contains(&k),
+                ["d", "k", "P", "W", "r", "R", "a", "A", "m", "M", "s", "p", "q", "S", "e"]
+                    .contains(&k),
                 "unknown key {k}"
             );
         }
@@ -113,12 +125,18 @@ impl Client {
         // 1. removals
         if let Some(r) = get("r") {
             for id in arr(r) {
-                assert!(state.squirrels.remove(&uint(id)).is_some(), "removed unknown squirrel");
+                assert!(
+                    state.squirrels.remove(&uint(id)).is_some(),
+                    "removed unknown squirrel"
+                );
             }
         }
         if let Some(r) = get("R") {
             for id in arr(r) {
-                assert!(state.acorns.remove(&uint(id)).is_some(), "removed unknown acorn");
+                assert!(
+                    state.acorns.remove(&uint(id)).is_some(),
+                    "removed unknown acorn"
+                );
             }
         }
         // 2. additions
@@ -143,7 +161,9 @@ impl Client {
             let f = arr(a);
             assert_eq!(f.len() % 4, 0);
             for c in f.chunks(4) {
-                let replaced = state.acorns.insert(uint(&c[0]), (uint(&c[1]), uint(&c[2]), uint(&c[3])));
+                let replaced = state
+                    .acorns
+                    .insert(uint(&c[0]), (uint(&c[1]), uint(&c[2]), uint(&c[3])));
                 assert!(replaced.is_none(), "added an acorn twice");
             }
         }
@@ -251,7 +271,12 @@ fn server_state(game: &Match) -> ClientState {
         .try_query::<&Acorn>()
         .map(|mut q| {
             q.iter(world)
-                .map(|a| (a.id as u64, (a.tile.0 as u64, a.tile.1 as u64, a.kind as u64)))
+                .map(|a| {
+                    (
+                        a.id as u64,
+                        (a.tile.0 as u64, a.tile.1 as u64, a.kind as u64),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -263,15 +288,28 @@ fn server_state(game: &Match) -> ClientState {
         winner: (summary.phase == Phase::Ended).then_some(summary.winner.map(u64::from)),
         squirrels,
         acorns,
-        team_scores: world.resource::<TeamScores>().0.iter().map(|&s| s as u64).collect(),
+        team_scores: world
+            .resource::<TeamScores>()
+            .0
+            .iter()
+            .map(|&s| s as u64)
+            .collect(),
     }
 }
 
 fn assert_in_sync(client: &Client, game: &Match, who: &str) {
-    let mine = client.state.as_ref().unwrap_or_else(|| panic!("{who} has no state"));
+    let mine = client
+        .state
+        .as_ref()
+        .unwrap_or_else(|| panic!("{who} has no state"));
     let mut server = server_state(game);
     server.phase.1 = mine.phase.1;
-    assert_eq!(*mine, server, "{who} diverged at tick {}", game.tick_count());
+    assert_eq!(
+        *mine,
+        server,
+        "{who} diverged at tick {}",
+        game.tick_count()
+    );
 }
 
 fn game(players: u16, seed: u64) -> (Match, Vec<Bot>) {
@@ -285,7 +323,12 @@ fn game(players: u16, seed: u64) -> (Match, Vec<Bot>) {
     })
     .expect("config");
     let bots = (0..players)
-        .map(|i| Bot::new(game.add_player(&format!("bot{i}"), None).expect("join"), seed + i as u64))
+        .map(|i| {
+            Bot::new(
+                game.add_player(&format!("bot{i}"), None).expect("join"),
+                seed + i as u64,
+            )
+        })
         .collect();
     (game, bots)
 }
@@ -297,7 +340,12 @@ fn reference_client_reproduces_the_server_state() {
     // B: receives both the delta and the keyframe on keyframe ticks.
     // C: loses messages now and then, recovering at the next keyframe.
     // D: joins late, from an on-demand keyframe.
-    let (mut a, mut b, mut c, mut d) = (Client::default(), Client::default(), Client::default(), None::<Client>);
+    let (mut a, mut b, mut c, mut d) = (
+        Client::default(),
+        Client::default(),
+        Client::default(),
+        None::<Client>,
+    );
     let mut rng = acorn_game::sim::resources::GameRng::new(11);
     let mut saw = BTreeMap::<&str, u32>::new();
     let mut gaps = 0;
@@ -320,7 +368,8 @@ fn reference_client_reproduces_the_server_state() {
             220 => game.set_connected(bots[3].player, true).expect("back"),
             260 => {
                 let gone = bots.remove(4);
-                game.set_connected(gone.player, false).expect("drop for good");
+                game.set_connected(gone.player, false)
+                    .expect("drop for good");
             }
             _ => {}
         }
@@ -328,10 +377,20 @@ fn reference_client_reproduces_the_server_state() {
         assert_eq!(out.tick, tick);
 
         let applied = a.apply(out.message());
-        assert!(matches!(applied, Applied::Keyframe | Applied::Delta), "{applied:?}");
+        assert!(
+            matches!(applied, Applied::Keyframe | Applied::Delta),
+            "{applied:?}"
+        );
         assert_in_sync(&a, &game, "A");
 
-        assert_eq!(b.apply(&out.delta), if tick == 1 { Applied::Gap } else { Applied::Delta });
+        assert_eq!(
+            b.apply(&out.delta),
+            if tick == 1 {
+                Applied::Gap
+            } else {
+                Applied::Delta
+            }
+        );
         if let Some(kf) = &out.keyframe {
             assert_eq!(b.apply(kf), Applied::Keyframe);
             // A delta of an already-applied tick is stale.
@@ -356,12 +415,21 @@ fn reference_client_reproduces_the_server_state() {
         }
         if let Some(late) = d.as_mut() {
             if tick > 333 {
-                assert_eq!(late.apply(out.message()), if out.keyframe.is_some() { Applied::Keyframe } else { Applied::Delta });
+                assert_eq!(
+                    late.apply(out.message()),
+                    if out.keyframe.is_some() {
+                        Applied::Keyframe
+                    } else {
+                        Applied::Delta
+                    }
+                );
             }
             assert_in_sync(late, &game, "D");
         }
 
-        for key in ["m", "M", "s", "p", "q", "r", "R", "a", "A", "S", "P", "W", "e"] {
+        for key in [
+            "m", "M", "s", "p", "q", "r", "R", "a", "A", "S", "P", "W", "e",
+        ] {
             if contains_key(out.message(), key) {
                 *saw.entry(key).or_default() += 1;
             }
@@ -370,17 +438,28 @@ fn reference_client_reproduces_the_server_state() {
             ended_at = Some(tick);
         }
     }
-    assert!(gaps > 10 && c.state.is_some(), "C lost messages and recovered");
+    assert!(
+        gaps > 10 && c.state.is_some(),
+        "C lost messages and recovered"
+    );
     assert!(ended_at.is_some(), "the match ended");
     let results = game.results().expect("results");
     let total: u32 = results.teams.iter().map(|t| t.score).sum();
     assert!(total > 0, "bots scored: {results:?}");
     // Every section and event kind was exercised.
-    for key in ["m", "M", "s", "p", "q", "r", "R", "a", "A", "S", "P", "W", "e"] {
-        assert!(saw.get(key).copied().unwrap_or(0) > 0, "section {key} never sent: {saw:?}");
+    for key in [
+        "m", "M", "s", "p", "q", "r", "R", "a", "A", "S", "P", "W", "e",
+    ] {
+        assert!(
+            saw.get(key).copied().unwrap_or(0) > 0,
+            "section {key} never sent: {saw:?}"
+        );
     }
     for code in 0..=3u64 {
-        assert!(a.events.iter().any(|e| e[0] == code), "event {code} never sent");
+        assert!(
+            a.events.iter().any(|e| e[0] == code),
+            "event {code} never sent"
+        );
     }
     assert!(a.events.iter().any(|e| e[0] == 2), "a knock-out happened");
     let state = a.state.as_ref().expect("state");
@@ -392,7 +471,8 @@ fn reference_client_reproduces_the_server_state() {
 fn contains_key(bytes: &[u8], key: &str) -> bool {
     let mut rd = bytes;
     let v = rmpv::decode::read_value(&mut rd).expect("valid");
-    v.as_map().is_some_and(|m| m.iter().any(|(k, _)| k.as_str() == Some(key)))
+    v.as_map()
+        .is_some_and(|m| m.iter().any(|(k, _)| k.as_str() == Some(key)))
 }
 
 #[test]
@@ -402,7 +482,12 @@ fn info_message_describes_the_map() {
     let mut rd = &info[..];
     let v = rmpv::decode::read_value(&mut rd).expect("valid");
     let m = v.as_map().expect("map");
-    let get = |k: &str| m.iter().find(|(key, _)| key.as_str() == Some(k)).map(|(_, v)| v.clone()).expect(k);
+    let get = |k: &str| {
+        m.iter()
+            .find(|(key, _)| key.as_str() == Some(k))
+            .map(|(_, v)| v.clone())
+            .expect(k)
+    };
     assert_eq!(get("map").as_str(), Some("Oak City"));
     assert_eq!(get("v").as_u64(), Some(1));
     assert_eq!(get("hz").as_u64(), Some(20));
@@ -410,6 +495,8 @@ fn info_message_describes_the_map() {
     let grid = get("grid");
     let rows = grid.as_array().expect("rows");
     assert_eq!(rows.len() as u64, get("h").as_u64().expect("h"));
-    assert!(rows.iter().all(|r| r.as_str().map(str::len) == get("w").as_u64().map(|w| w as usize)));
+    assert!(rows
+        .iter()
+        .all(|r| r.as_str().map(str::len) == get("w").as_u64().map(|w| w as usize)));
     assert_eq!(get("speed").as_f64(), Some(4.0));
 }

@@ -130,6 +130,8 @@ pub struct Map {
     tiles: Vec<Tile>,
     /// Trees as a bitmap with a one-tile solid border: `(width + 2) * (height + 2)`.
     solid: Vec<bool>,
+    /// Per tile: the tile and its 8 neighbours are all walkable.
+    open: Vec<bool>,
     burrows: Vec<Vec<(u16, u16)>>,
     spawnable: Vec<u32>,
 }
@@ -399,8 +401,17 @@ impl Map {
             }
         }
 
+        let mut open = vec![false; width * height];
+        for y in 0..height {
+            for x in 0..width {
+                open[y * width + x] =
+                    (0..3).all(|dy| (0..3).all(|dx| !solid[(y + dy) * pw + x + dx]));
+            }
+        }
+
         Ok(Map {
             solid,
+            open,
             name,
             width: width as u16,
             height: height as u16,
@@ -462,6 +473,19 @@ impl Map {
             .solid
             .get(py.wrapping_mul(pw).wrapping_add(px))
             .unwrap_or(&true)
+    }
+
+    /// True if tile `(x, y)` and its 8 neighbours are all walkable (a box
+    /// centred in it can move up to 0.7 tiles any way without touching a tree).
+    #[inline]
+    pub fn is_open(&self, x: i32, y: i32) -> bool {
+        if x < 0 || y < 0 || x >= self.width as i32 {
+            return false;
+        }
+        *self
+            .open
+            .get(y as usize * self.width as usize + x as usize)
+            .unwrap_or(&false)
     }
 
     /// The team whose burrow covers `(x, y)`, if any.
@@ -544,6 +568,7 @@ mod tests {
                 && m.is_solid(i32::MIN, 2)
                 && m.is_solid(2, i32::MAX)
         );
+        assert!(m.is_open(2, 2) && !m.is_open(1, 1) && !m.is_open(4, 2) && !m.is_open(-1, 3));
         assert!(m.is_solid(-2, -2) && m.is_solid(11, 9) && m.is_solid(4, 3) && !m.is_solid(3, 3));
         assert!(!m.is_solid(1, 1));
         assert_eq!(m.burrow_team(8, 1), Some(1));

@@ -15,10 +15,10 @@ pub type SquirrelState = (
     &'static Squirrel,
     &'static PlayerName,
     &'static Position,
-    &'static Carry,
-    &'static Dash,
-    &'static Stun,
-    &'static Presence,
+    Ref<'static, Carry>,
+    Ref<'static, Dash>,
+    Ref<'static, Stun>,
+    Ref<'static, Presence>,
     &'static Score,
     &'static InputAck,
     &'static mut SentSquirrel,
@@ -107,7 +107,13 @@ pub fn encode_delta(
         let sent = sent.bypass_change_detection();
         let x = quantise(pos.0.x);
         let y = quantise(pos.0.y);
-        let status = wire::status(carry, dash, stun, presence);
+        let status_changed =
+            carry.is_changed() || dash.is_changed() || stun.is_changed() || presence.is_changed();
+        let status = if status_changed || !sent.sent {
+            wire::status(&carry, &dash, &stun, &presence)
+        } else {
+            sent.status
+        };
         let id = sq.id.0 as u64;
         if !sent.sent {
             *sent = SentSquirrel {

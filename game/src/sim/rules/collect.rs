@@ -17,28 +17,29 @@ pub fn plugin(schedule: &mut Schedule) {
     schedule.add_systems(collect.in_set(TickSet::Collect));
 }
 
-/// What [`collect`] reads and writes of a squirrel.
+/// What [`collect`] reads and writes of every squirrel.
 pub type Collector = (
+    Entity,
     &'static Squirrel,
     &'static Position,
     &'static Stun,
     &'static mut Carry,
     &'static mut Dash,
-    &'static mut Score,
-    &'static mut Stats,
 );
 
 /// Each squirrel first picks up ([`pick_up`]), then delivers ([`deliver`]).
+/// Scores are only touched on a delivery.
 pub fn collect(
     mut commands: Commands,
     map: Res<GameMap>,
     mut acorns: ResMut<Acorns>,
     mut scores: ResMut<TeamScores>,
     mut squirrels: Query<Collector>,
+    mut scorers: Query<(&mut Score, &mut Stats)>,
     mut events: MessageWriter<GameEvent>,
 ) {
     let any_acorns = acorns.count() > 0;
-    for (sq, pos, stun, mut carry, mut dash, mut score, mut stats) in &mut squirrels {
+    for (entity, sq, pos, stun, mut carry, mut dash) in &mut squirrels {
         if any_acorns && stun.0 == 0 && !carry.is_full() {
             pick_up(
                 &mut commands,
@@ -51,16 +52,18 @@ pub fn collect(
             );
         }
         if carry.count() > 0 {
-            deliver(
-                &map,
-                &mut scores,
-                sq,
-                pos.0,
-                &mut carry,
-                &mut score,
-                &mut stats,
-                &mut events,
-            );
+            if let Ok((mut score, mut stats)) = scorers.get_mut(entity) {
+                deliver(
+                    &map,
+                    &mut scores,
+                    sq,
+                    pos.0,
+                    &mut carry,
+                    &mut score,
+                    &mut stats,
+                    &mut events,
+                );
+            }
         }
     }
 }

@@ -27,8 +27,12 @@ pub fn slide(map: &Map, from: Vec2, delta: Vec2) -> Vec2 {
         delta = delta * (MAX_MOVE / longest);
         longest = MAX_MOVE;
     }
-    // Fast path: the box swept from `from` to `from + delta` touches no solid tile.
+    // Fast paths: in open ground (no tree next to the tile), or when the box
+    // swept from `from` to `from + delta` touches no solid tile.
     if longest <= MAX_STEP {
+        if map.is_open(tile_coord(from.x), tile_coord(from.y)) {
+            return from + delta;
+        }
         let to = from + delta;
         if area_free(
             map,
