@@ -46,13 +46,7 @@ impl LocalClient {
         }
         let shared = self
             .hub
-            .subscribe(
-                self.id,
-                &self.outbox,
-                topic,
-                &RequestId::Unsigned(0),
-                None,
-            )
+            .subscribe(self.id, &self.outbox, topic, &RequestId::Unsigned(0), None)
             .await?;
         self.subscriptions.insert(shared);
         Ok(())
