@@ -277,10 +277,11 @@ impl MatchHost {
     /// publish-subscribe on the chat topic, publish-only on its own input topic.
     pub async fn join(&self, id: &str, req: JoinRequest) -> Result<JoinReply, GameError> {
         let name = req.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 24 || name.chars().any(char::is_control) {
-            return Err(GameError::BadRequest(
-                "`name` must be 1-24 printable characters".into(),
-            ));
+        let max = sim::params::NAME_MAX_CHARS;
+        if name.is_empty() || name.chars().count() > max || name.chars().any(char::is_control) {
+            return Err(GameError::BadRequest(format!(
+                "`name` must be 1-{max} printable characters"
+            )));
         }
         let (commands, view) = {
             let matches = self.matches.lock();
