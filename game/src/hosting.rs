@@ -283,13 +283,7 @@ impl MatchHost {
                 "`name` must be 1-{max} printable characters"
             )));
         }
-        let (commands, view) = {
-            let matches = self.matches.lock();
-            let h = matches
-                .get(id)
-                .ok_or_else(|| GameError::NotFound(id.to_owned()))?;
-            (h.commands.clone(), h.view.clone())
-        };
+        let (commands, view) = self.handle(id)?;
         let (reply, rx) = oneshot::channel();
         commands
             .send(Command::Join {
@@ -339,19 +333,25 @@ impl MatchHost {
 
     /// Ends a match now; it stays listed (ended, with results) for a while.
     pub async fn end(&self, id: &str) -> Result<MatchRecord, GameError> {
-        let (commands, view) = {
-            let matches = self.matches.lock();
-            let h = matches
-                .get(id)
-                .ok_or_else(|| GameError::NotFound(id.to_owned()))?;
-            (h.commands.clone(), h.view.clone())
-        };
+        let (commands, view) = self.handle(id)?;
         let (reply, rx) = oneshot::channel();
         if commands.send(Command::End { reply }).await.is_ok() {
             let _ = rx.await;
         }
         let record = view.lock().record.clone();
         Ok(record)
+    }
+
+    /// The match's command channel and view.
+    fn handle(
+        &self,
+        id: &str,
+    ) -> Result<(mpsc::Sender<Command>, Arc<Mutex<MatchView>>), GameError> {
+        let matches = self.matches.lock();
+        let h = matches
+            .get(id)
+            .ok_or_else(|| GameError::NotFound(id.to_owned()))?;
+        Ok((h.commands.clone(), h.view.clone()))
     }
 
     fn forget(&self, id: &str) {

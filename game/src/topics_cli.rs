@@ -5,8 +5,9 @@ use clap::Args;
 use realtime::client::{Client, Event};
 use realtime::protocol::Value;
 
+/// Where and as whom: shared by `sub` and `pub`.
 #[derive(Args)]
-pub struct SubArgs {
+pub struct TopicArgs {
     /// Server WebSocket URL.
     #[arg(long, env = "ACORN_URL_WS", default_value = "ws://127.0.0.1:8080")]
     pub url: String,
@@ -16,6 +17,12 @@ pub struct SubArgs {
     pub cache: String,
     #[arg(long)]
     pub topic: String,
+}
+
+#[derive(Args)]
+pub struct SubArgs {
+    #[command(flatten)]
+    pub at: TopicArgs,
     /// Replay retained items after this seq first.
     #[arg(long)]
     pub resume_after: Option<u64>,
@@ -26,27 +33,27 @@ pub struct SubArgs {
 
 #[derive(Args)]
 pub struct PubArgs {
-    #[arg(long, env = "ACORN_URL_WS", default_value = "ws://127.0.0.1:8080")]
-    pub url: String,
-    #[arg(long, env = "ACORN_TOKEN", hide_env_values = true)]
-    pub token: String,
-    #[arg(long)]
-    pub cache: String,
-    #[arg(long)]
-    pub topic: String,
+    #[command(flatten)]
+    pub at: TopicArgs,
     /// The value, published as text.
     pub value: String,
 }
 
 pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.url, args.token).await?;
+    let TopicArgs {
+        url,
+        token,
+        cache,
+        topic,
+    } = args.at;
+    let client = Client::connect(&url, token).await?;
     let mut sub = match args.resume_after {
         Some(after) => {
             client
-                .subscribe_from(&args.cache, &args.topic, after, None)
+                .subscribe_from(&cache, &topic, after, None)
                 .await?
         }
-        None => client.subscribe(&args.cache, &args.topic).await?,
+        None => client.subscribe(&cache, &topic).await?,
     };
     let mut seen = 0u64;
     while let Some(event) = sub.recv().await {
@@ -56,17 +63,14 @@ pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
                     Value::Text(t) => t.clone(),
                     Value::Binary(b) => format!("<{} bytes>", b.len()),
                 };
-                println!("{}/{} #{seq} from {from}: {shown}", args.cache, args.topic);
+                println!("{cache}/{topic} #{seq} from {from}: {shown}");
                 seen += 1;
                 if args.count.is_some_and(|n| seen >= n) {
                     break;
                 }
             }
             Event::Gap { last, next, .. } => {
-                println!(
-                    "{}/{} gap: items after {last} and before {next} are gone",
-                    args.cache, args.topic
-                );
+                println!("{cache}/{topic} gap: items after {last} and before {next} are gone");
             }
         }
     }
@@ -77,8 +81,9 @@ pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
 }
 
 pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.url, args.token).await?;
-    let seq = client.publish(&args.cache, &args.topic, args.value).await?;
+    let at = args.at;
+    let client = Client::connect(&at.url, at.token).await?;
+    let seq = client.publish(&at.cache, &at.topic, args.value).await?;
     println!("{{\"seq\":{seq}}}");
     client.close().await?;
     Ok(())

@@ -419,6 +419,17 @@ impl TryFrom<WireMessage> for Request {
 }
 
 impl Request {
+    /// The request's id, when it has one (`pub` may not).
+    pub fn id(&self) -> Option<&RequestId> {
+        match self {
+            Request::Sub { id, .. }
+            | Request::Unsub { id, .. }
+            | Request::Ping { id }
+            | Request::Auth { id, .. } => Some(id),
+            Request::Pub { id, .. } => id.as_ref(),
+        }
+    }
+
     /// Encodes the request as one message (clients append several to one frame).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let mut m = WireMessage::default();

@@ -148,13 +148,7 @@ impl Session {
                 reason: "too many requests".into(),
             });
         }
-        let id = match req {
-            Request::Sub { id, .. }
-            | Request::Unsub { id, .. }
-            | Request::Ping { id }
-            | Request::Auth { id, .. } => Some(id),
-            Request::Pub { id, .. } => id.as_ref(),
-        };
+        let id = req.id();
         self.reply_err(id, ErrorCode::RateLimited, "rate limited: slow down");
         Ok(())
     }
