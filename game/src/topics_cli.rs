@@ -48,11 +48,7 @@ pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
     } = args.at;
     let client = Client::connect(&url, token).await?;
     let mut sub = match args.resume_after {
-        Some(after) => {
-            client
-                .subscribe_from(&cache, &topic, after, None)
-                .await?
-        }
+        Some(after) => client.subscribe_from(&cache, &topic, after, None).await?,
         None => client.subscribe(&cache, &topic).await?,
     };
     let mut seen = 0u64;
