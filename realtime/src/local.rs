@@ -35,10 +35,6 @@ impl LocalClient {
         }
     }
 
-    pub fn publisher_name(&self) -> &str {
-        &self.name
-    }
-
     /// Subscribes to new items on `topic` (its `ok` is consumed here).
     pub async fn subscribe(&mut self, topic: TopicKey) -> Result<(), EngineError> {
         if self.subscriptions.contains(&topic) {
@@ -79,11 +75,6 @@ impl LocalClient {
                 .collect(),
             Drained::Empty | Drained::Close(_) => Vec::new(),
         }
-    }
-
-    /// Waits until something may be ready to [`drain`](Self::drain).
-    pub async fn ready(&self) {
-        self.outbox.wait().await;
     }
 }
 
