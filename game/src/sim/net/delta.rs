@@ -197,44 +197,54 @@ pub fn encode_delta(
                 player,
                 acorn,
                 kind,
-            } => {
-                put_array_len(out, 4);
-                put_uint(out, wire::EV_PICKUP as u64);
-                put_uint(out, player.0 as u64);
-                put_uint(out, acorn as u64);
-                put_uint(out, kind as u64);
-            }
+            } => put_uints(
+                out,
+                &[
+                    wire::EV_PICKUP as u64,
+                    player.0 as u64,
+                    acorn as u64,
+                    kind as u64,
+                ],
+            ),
             GameEvent::Deliver {
                 player,
                 acorns,
                 points,
-            } => {
-                put_array_len(out, 4);
-                put_uint(out, wire::EV_DELIVER as u64);
-                put_uint(out, player.0 as u64);
-                put_uint(out, acorns as u64);
-                put_uint(out, points as u64);
-            }
+            } => put_uints(
+                out,
+                &[
+                    wire::EV_DELIVER as u64,
+                    player.0 as u64,
+                    acorns as u64,
+                    points as u64,
+                ],
+            ),
             GameEvent::KnockOut {
                 attacker,
                 victim,
                 acorns,
-            } => {
-                put_array_len(out, 4);
-                put_uint(out, wire::EV_KNOCKOUT as u64);
-                put_uint(out, attacker.0 as u64);
-                put_uint(out, victim.0 as u64);
-                put_uint(out, acorns as u64);
-            }
-            GameEvent::Dash { player } => {
-                put_array_len(out, 2);
-                put_uint(out, wire::EV_DASH as u64);
-                put_uint(out, player.0 as u64);
-            }
+            } => put_uints(
+                out,
+                &[
+                    wire::EV_KNOCKOUT as u64,
+                    attacker.0 as u64,
+                    victim.0 as u64,
+                    acorns as u64,
+                ],
+            ),
+            GameEvent::Dash { player } => put_uints(out, &[wire::EV_DASH as u64, player.0 as u64]),
         }
     }
 
     net.changed = changed;
     let delta = net.assemble(wire::KEY_DELTA, clock.tick);
     net.delta = Some(delta);
+}
+
+/// An event record: an array of unsigned integers, the event code first.
+fn put_uints(out: &mut Vec<u8>, values: &[u64]) {
+    put_array_len(out, values.len() as u32);
+    for &v in values {
+        put_uint(out, v);
+    }
 }
