@@ -13,6 +13,11 @@
 //! other processes on a shared machine out of the figures (set
 //! `TICK_BENCH_WALL=1` for wall-clock time instead).
 //!
+//! The `reference` group is the calibration the targets were set against: a
+//! bare bevy_ecs schedule with movement, pickup and a compact encode
+//! (`tick/reference.rs`), timed in the same run so the two can be compared on
+//! whatever machine runs them.
+//!
 //! Before the timings it prints the wire sizes: bytes per changed entity in
 //! deltas and state bytes per player per second (what one client receives:
 //! one message per tick, the keyframe in place of the delta once a second).
@@ -23,6 +28,9 @@ use std::time::{Duration, Instant};
 use acorn_game::sim::bot::Bot;
 use acorn_game::sim::{maps, Match, MatchConfig, Phase, PlayerId};
 use criterion::{BenchmarkId, Criterion};
+
+#[path = "tick/reference.rs"]
+mod reference;
 
 /// Ticks replayed untimed before timing starts (lobby, countdown and ~15 s of play).
 const WARMUP: usize = 400;
@@ -201,11 +209,37 @@ fn bench_tick(c: &mut Criterion) {
     group.finish();
 }
 
+/// The calibration: a bare schedule (`tick/reference.rs`) with as many moving
+/// entities, timed with the same clock in the same run.
+fn bench_reference(c: &mut Criterion) {
+    let wall = std::env::var_os("TICK_BENCH_WALL").is_some_and(|v| v == "1");
+    let epoch = Instant::now();
+    let mut group = c.benchmark_group("reference");
+    group.measurement_time(Duration::from_secs(4));
+    for squirrels in [16usize, 64, 200] {
+        let mut bare = reference::Reference::new(squirrels);
+        for _ in 0..WARMUP {
+            bare.tick();
+        }
+        group.bench_function(BenchmarkId::from_parameter(squirrels), |b| {
+            b.iter_custom(|iters| {
+                let start = now(wall, epoch);
+                for _ in 0..iters {
+                    black_box(bare.tick());
+                }
+                now(wall, epoch).saturating_sub(start)
+            });
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     if !std::env::args().any(|a| a == "--test" || a == "--list") {
         print_wire_sizes();
     }
+    bench_reference(&mut c);
     bench_tick(&mut c);
     c.final_summary();
 }

@@ -81,14 +81,17 @@ pub fn pick_up(
     events: &mut MessageWriter<GameEvent>,
 ) {
     let r2 = PICKUP_RADIUS * PICKUP_RADIUS;
-    let (x0, x1) = (
-        tile_coord(p.x - PICKUP_RADIUS),
-        tile_coord(p.x + PICKUP_RADIUS),
-    );
-    let (y0, y1) = (
-        tile_coord(p.y - PICKUP_RADIUS),
-        tile_coord(p.y + PICKUP_RADIUS),
-    );
+    // Only tiles whose centre (t + 0.5) can be within the radius: t in
+    // (p - R - 0.5, p + R - 0.5), one or two per axis (a little slack so
+    // rounding never leaves out a tile the distance check would accept).
+    let reach = |v: f32| {
+        (
+            tile_coord(v - PICKUP_RADIUS - 0.5 - 1e-3) + 1,
+            tile_coord(v + PICKUP_RADIUS - 0.5 + 1e-3),
+        )
+    };
+    let (x0, x1) = reach(p.x);
+    let (y0, y1) = reach(p.y);
     for ty in y0..=y1 {
         for tx in x0..=x1 {
             if carry.is_full() {
