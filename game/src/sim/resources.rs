@@ -127,6 +127,9 @@ pub struct Acorns {
     width: u16,
     /// Per tile: 0 for none, else the acorn's id + 1 (small, so the grid stays in cache).
     cells: Vec<u32>,
+    /// Per tile: acorns on it and its 8 neighbours. Pickup asks this one
+    /// cell first: most squirrels have no acorn within reach.
+    near: Vec<u8>,
     /// Per id: the acorn on the grid with that id.
     by_id: Vec<Option<(Entity, AcornKind)>>,
     count: u16,
@@ -142,6 +145,7 @@ impl Acorns {
         Acorns {
             width: map.width(),
             cells: vec![0; map.width() as usize * map.height() as usize],
+            near: vec![0; map.width() as usize * map.height() as usize],
             by_id: Vec::new(),
             count: 0,
             free_ids: BinaryHeap::new(),
@@ -166,6 +170,25 @@ impl Acorns {
         let id = cell.checked_sub(1)? as u16;
         let (entity, kind) = (*self.by_id.get(id as usize)?)?;
         Some(AcornCell { entity, kind, id })
+    }
+
+    /// True if an acorn lies on `(x, y)` or one of its 8 neighbours.
+    #[inline]
+    pub fn any_near(&self, x: i32, y: i32) -> bool {
+        self.index(x, y).is_some_and(|i| self.near[i] > 0)
+    }
+
+    /// Counts an acorn on `(x, y)` in the [`Acorns::any_near`] grid, or
+    /// (`added` false) stops counting it.
+    fn count_near(&mut self, x: i32, y: i32, added: bool) {
+        for ny in y - 1..=y + 1 {
+            for nx in x - 1..=x + 1 {
+                if let Some(i) = self.index(nx, ny) {
+                    let n = &mut self.near[i];
+                    *n = if added { *n + 1 } else { *n - 1 };
+                }
+            }
+        }
     }
 
     /// True if no acorn lies on `(x, y)`.
@@ -196,6 +219,7 @@ impl Acorns {
         if let Some(i) = self.index(x, y) {
             debug_assert!(self.cells[i] == 0);
             self.cells[i] = id as u32 + 1;
+            self.count_near(x, y, true);
             if self.by_id.len() <= id as usize {
                 self.by_id.resize(id as usize + 1, None);
             }
@@ -211,6 +235,7 @@ impl Acorns {
         let taken = self.at(x, y)?;
         let i = self.index(x, y)?;
         self.cells[i] = 0;
+        self.count_near(x, y, false);
         self.by_id[taken.id as usize] = None;
         self.count -= 1;
         Some(taken)
@@ -284,9 +309,15 @@ mod tests {
             acorns.place(3 + i as i32, 2, e, id, AcornKind::Plain);
         }
         assert_eq!(acorns.count(), 3);
+        assert!(acorns.any_near(2, 1) && acorns.any_near(6, 3) && acorns.any_near(4, 2));
+        assert!(!acorns.any_near(1, 2) && !acorns.any_near(7, 2) && !acorns.any_near(4, 4));
+        assert!(!acorns.any_near(-1, 2) && !acorns.any_near(4, 1000));
         assert_eq!(acorns.take(4, 2).map(|t| (t.entity, t.id)), Some((e[1], 1)));
         assert!(acorns.is_free(4, 2) && !acorns.is_free(3, 2) && !acorns.is_free(-1, 0));
         assert_eq!(acorns.count(), 2);
+        assert!(acorns.any_near(4, 2) && acorns.any_near(6, 3));
+        assert!(acorns.take(3, 2).is_some() && acorns.take(5, 2).is_some());
+        assert!(!acorns.any_near(4, 2) && !acorns.any_near(6, 3) && !acorns.any_near(2, 1));
         assert_eq!(acorns.release(e[1]), Some(1));
         assert_eq!(acorns.alloc_id(), 1);
         assert_eq!(acorns.alloc_id(), 3);

@@ -51,13 +51,11 @@ pub fn collect(
                 &mut events,
             );
         }
-        if carry.count() > 0 {
+        if carry.count() > 0 && at_home(&map, sq, pos.0) {
             if let Ok((mut score, mut stats)) = scorers.get_mut(entity) {
                 deliver(
-                    &map,
                     &mut scores,
                     sq,
-                    pos.0,
                     &mut carry,
                     &mut score,
                     &mut stats,
@@ -80,6 +78,10 @@ pub fn pick_up(
     dash: &mut Mut<Dash>,
     events: &mut MessageWriter<GameEvent>,
 ) {
+    // Every tile in reach (below) is the squirrel's own or a neighbour.
+    if !acorns.any_near(tile_coord(p.x), tile_coord(p.y)) {
+        return;
+    }
     let r2 = PICKUP_RADIUS * PICKUP_RADIUS;
     // Only tiles whose centre (t + 0.5) can be within the radius: t in
     // (p - R - 0.5, p + R - 0.5), one or two per axis (a little slack so
@@ -119,22 +121,23 @@ pub fn pick_up(
     }
 }
 
+/// True if the squirrel's centre `p` is on a tile of its own team's burrow.
+#[inline]
+pub fn at_home(map: &GameMap, sq: &Squirrel, p: Vec2) -> bool {
+    map.burrow_team(tile_coord(p.x), tile_coord(p.y)) == Some(sq.team)
+}
+
 /// Delivery: a squirrel carrying acorns whose centre is on a tile of its own
-/// team's burrow delivers them all: the points go to the player and the team.
-#[allow(clippy::too_many_arguments)]
+/// team's burrow ([`at_home`]) delivers them all: the points go to the player
+/// and the team.
 pub fn deliver(
-    map: &GameMap,
     scores: &mut ResMut<TeamScores>,
     sq: &Squirrel,
-    p: Vec2,
     carry: &mut Mut<Carry>,
     score: &mut Mut<Score>,
     stats: &mut Mut<Stats>,
     events: &mut MessageWriter<GameEvent>,
 ) {
-    if map.burrow_team(tile_coord(p.x), tile_coord(p.y)) != Some(sq.team) {
-        return;
-    }
     let delivered = std::mem::take(&mut **carry);
     let points = delivered.points();
     score.0 += points;
