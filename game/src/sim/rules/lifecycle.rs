@@ -13,10 +13,19 @@ use super::TickSet;
 /// Adds the lifecycle systems.
 pub fn plugin(schedule: &mut Schedule) {
     schedule.add_systems(
-        (advance_phase, drop_players)
+        (advance_phase, drop_players.run_if(anyone_away))
             .chain()
             .in_set(TickSet::Lifecycle),
     );
+}
+
+/// Run condition of [`drop_players`]: a player is leaving or disconnected.
+/// Almost every tick nobody is, and this one query is much cheaper than the
+/// resources `drop_players` fetches.
+pub fn anyone_away(squirrels: Query<(&Presence, Has<Leaving>)>) -> bool {
+    squirrels
+        .iter()
+        .any(|(presence, leaving)| leaving || !presence.connected)
 }
 
 /// Advances the match clock's phase:
@@ -123,6 +132,7 @@ mod tests {
     use super::*;
     use crate::sim::components::{Acorn, Vec2};
     use crate::sim::rules::testkit::*;
+    use bevy_ecs::system::RunSystemOnce;
 
     fn at_tick(w: &mut World, tick: u32) {
         w.resource_mut::<Clock>().tick = tick;
@@ -216,6 +226,8 @@ mod tests {
             connected: false,
             since_tick: 0,
         };
+        let away = |w: &mut World| w.run_system_once(anyone_away).expect("runs");
+        assert!(away(&mut w), "a disconnected player");
         w.resource_mut::<Clock>().tick = grace - 1;
         run(&mut w, drop_players);
         assert!(w.get_entity(gone).is_ok(), "still within grace");
@@ -230,8 +242,10 @@ mod tests {
         );
         assert_eq!(w.resource::<Roster>().team_sizes, vec![1, 0]);
         assert_eq!(w.query::<&Acorn>().iter(&w).count(), 2, "acorns dropped");
+        assert!(!away(&mut w), "everyone left is connected");
         // A reconnected player within grace is kept; one who left is removed at once.
         w.entity_mut(stay).insert(Leaving);
+        assert!(away(&mut w), "a player leaving");
         run(&mut w, drop_players);
         assert!(w.get_entity(stay).is_err());
         let _ = Vec2::ZERO;
