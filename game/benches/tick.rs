@@ -234,7 +234,54 @@ fn bench_reference(c: &mut Criterion) {
     group.finish();
 }
 
+/// `TICK_BENCH_COUNT=tick:<players>` or `reference:<players>`: runs that
+/// workload's recorded ticks once, outside criterion, inside
+/// [`counted_ticks`], so an instruction counter can count just them
+/// (`bench/tick-instructions.sh`: valgrind, since VMs rarely expose hardware
+/// counters). Instructions per tick hardly depend on the machine, so they
+/// compare builds across machines where times cannot.
+fn count_mode(spec: &str) {
+    let (what, players) = spec.split_once(':').expect("TICK_BENCH_COUNT=tick:16");
+    let players: u16 = players.parse().expect("a number of players");
+    match what {
+        "tick" => {
+            let rec = record(players, 2, WARMUP + RECORDED);
+            let mut game = new_match(players, 2);
+            for inputs in &rec[..WARMUP] {
+                replay(&mut game, inputs);
+            }
+            counted_ticks(|| {
+                for inputs in &rec[WARMUP..] {
+                    replay(&mut game, inputs);
+                }
+            });
+        }
+        "reference" => {
+            let mut bare = reference::Reference::new(players as usize);
+            for _ in 0..WARMUP {
+                bare.tick();
+            }
+            counted_ticks(|| {
+                for _ in 0..RECORDED {
+                    black_box(bare.tick());
+                }
+            });
+        }
+        other => panic!("unknown workload {other:?}: tick or reference"),
+    }
+    println!("{RECORDED} ticks");
+}
+
+/// The counted region (`--toggle-collect='*counted_ticks*'`).
+#[inline(never)]
+fn counted_ticks(run: impl FnOnce()) {
+    run();
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("TICK_BENCH_COUNT") {
+        return count_mode(&spec);
+    }
     let mut c = Criterion::default().configure_from_args();
     if !std::env::args().any(|a| a == "--test" || a == "--list") {
         print_wire_sizes();
