@@ -130,8 +130,10 @@ pub struct Map {
     tiles: Vec<Tile>,
     /// Trees as a bitmap with a one-tile solid border: `(width + 2) * (height + 2)`.
     solid: Vec<bool>,
-    /// Per tile: the tile and its 8 neighbours are all walkable.
-    open: Vec<bool>,
+    /// Per tile: which of the 3x3 tiles centred on it are solid, bit
+    /// `3 * dy + dx` for the tile at `(x - 1 + dx, y - 1 + dy)` (outside the
+    /// map counts as solid). Zero means open ground.
+    around: Vec<u16>,
     burrows: Vec<Vec<(u16, u16)>>,
     spawnable: Vec<u32>,
 }
@@ -401,17 +403,22 @@ impl Map {
             }
         }
 
-        let mut open = vec![false; width * height];
+        let mut around = vec![0u16; width * height];
         for y in 0..height {
             for x in 0..width {
-                open[y * width + x] =
-                    (0..3).all(|dy| (0..3).all(|dx| !solid[(y + dy) * pw + x + dx]));
+                for dy in 0..3 {
+                    for dx in 0..3 {
+                        if solid[(y + dy) * pw + x + dx] {
+                            around[y * width + x] |= 1 << (3 * dy + dx);
+                        }
+                    }
+                }
             }
         }
 
         Ok(Map {
             solid,
-            open,
+            around,
             name,
             width: width as u16,
             height: height as u16,
@@ -479,13 +486,36 @@ impl Map {
     /// centred in it can move up to 0.7 tiles any way without touching a tree).
     #[inline]
     pub fn is_open(&self, x: i32, y: i32) -> bool {
-        if x < 0 || y < 0 || x >= self.width as i32 {
-            return false;
+        self.around(x, y) == Some(0)
+    }
+
+    /// True if no tile in columns `x0..=x1` and rows `y0..=y1` is solid. A
+    /// block of at most 3x3 inside the map's border is one lookup in the
+    /// per-tile neighbourhood bits (the case of every short move); anything
+    /// else is checked tile by tile.
+    #[inline]
+    pub fn is_clear(&self, x0: i32, x1: i32, y0: i32, y1: i32) -> bool {
+        /// Row bits for 1, 2 and 3 rows of one bit each.
+        const ROWS: [u16; 3] = [0b1, 0b1001, 0b1001001];
+        let (w, h) = (x1.wrapping_sub(x0), y1.wrapping_sub(y0));
+        if (0..3).contains(&w) && (0..3).contains(&h) {
+            if let Some(bits) = self.around(x0.wrapping_add(1), y0.wrapping_add(1)) {
+                let cols = (1u16 << (w + 1)) - 1;
+                return bits & (cols * ROWS[h as usize]) == 0;
+            }
         }
-        *self
-            .open
+        (y0..=y1).all(|y| (x0..=x1).all(|x| !self.is_solid(x, y)))
+    }
+
+    /// The solid bits of the 3x3 block centred on `(x, y)`, if it is on the map.
+    #[inline]
+    fn around(&self, x: i32, y: i32) -> Option<u16> {
+        if x < 0 || y < 0 || x >= self.width as i32 {
+            return None;
+        }
+        self.around
             .get(y as usize * self.width as usize + x as usize)
-            .unwrap_or(&false)
+            .copied()
     }
 
     /// The team whose burrow covers `(x, y)`, if any.
@@ -569,6 +599,21 @@ mod tests {
                 && m.is_solid(2, i32::MAX)
         );
         assert!(m.is_open(2, 2) && !m.is_open(1, 1) && !m.is_open(4, 2) && !m.is_open(-1, 3));
+        // is_clear agrees with a tile-by-tile check on every block up to
+        // 4x4 anchored anywhere on and around the map.
+        for y0 in -3..m.height() as i32 + 3 {
+            for x0 in -3..m.width() as i32 + 3 {
+                for (w, h) in (0..4).flat_map(|w| (0..4).map(move |h| (w, h))) {
+                    let (x1, y1) = (x0 + w, y0 + h);
+                    let slow = (y0..=y1).all(|y| (x0..=x1).all(|x| !m.is_solid(x, y)));
+                    assert_eq!(m.is_clear(x0, x1, y0, y1), slow, "{x0},{y0} {w}x{h}");
+                }
+            }
+        }
+        assert!(
+            !m.is_clear(i32::MIN, i32::MIN + 1, 0, 1) && !m.is_clear(0, 1, i32::MAX - 1, i32::MAX)
+        );
+        assert!(m.is_clear(3, 2, 3, 3), "an empty block is clear");
         assert!(m.is_solid(-2, -2) && m.is_solid(11, 9) && m.is_solid(4, 3) && !m.is_solid(3, 3));
         assert!(!m.is_solid(1, 1));
         assert_eq!(m.burrow_team(8, 1), Some(1));

@@ -69,14 +69,7 @@ fn area_free(map: &Map, x0: f32, x1: f32, y0: f32, y1: f32) -> bool {
     let h = SQUIRREL_HALF;
     let (tx0, tx1) = (tile_coord(x0 - h), tile_coord(x1 + h - GAP * 0.5));
     let (ty0, ty1) = (tile_coord(y0 - h), tile_coord(y1 + h - GAP * 0.5));
-    for ty in ty0..=ty1 {
-        for tx in tx0..=tx1 {
-            if map.is_solid(tx, ty) {
-                return false;
-            }
-        }
-    }
-    true
+    map.is_clear(tx0, tx1, ty0, ty1)
 }
 
 /// Moves coordinate `a` by `d` along one axis; `b` is the other coordinate.
