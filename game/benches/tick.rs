@@ -13,10 +13,11 @@
 //! other processes on a shared machine out of the figures (set
 //! `TICK_BENCH_WALL=1` for wall-clock time instead).
 //!
-//! The `reference` group is the calibration the targets were set against: a
-//! bare bevy_ecs schedule with movement, pickup and a compact encode
-//! (`tick/reference.rs`), timed in the same run so the two can be compared on
-//! whatever machine runs them.
+//! The `reference` and `reference-scan` groups are the calibration the targets
+//! were set against: a bare bevy_ecs schedule with movement, pickup and a
+//! compact encode (`tick/reference.rs`; pickup by grid lookup or by scanning
+//! the acorns), timed in the same run so they can be compared on whatever
+//! machine runs them.
 //!
 //! Before the timings it prints the wire sizes: bytes per changed entity in
 //! deltas and state bytes per player per second (what one client receives:
@@ -31,6 +32,8 @@ use criterion::{BenchmarkId, Criterion};
 
 #[path = "tick/reference.rs"]
 mod reference;
+
+use reference::{Pickup, Reference};
 
 /// Ticks replayed untimed before timing starts (lobby, countdown and ~15 s of play).
 const WARMUP: usize = 400;
@@ -214,27 +217,32 @@ fn bench_tick(c: &mut Criterion) {
 fn bench_reference(c: &mut Criterion) {
     let wall = std::env::var_os("TICK_BENCH_WALL").is_some_and(|v| v == "1");
     let epoch = Instant::now();
-    let mut group = c.benchmark_group("reference");
-    group.measurement_time(Duration::from_secs(4));
-    for squirrels in [16usize, 64, 200] {
-        let mut bare = reference::Reference::new(squirrels);
-        for _ in 0..WARMUP {
-            bare.tick();
-        }
-        group.bench_function(BenchmarkId::from_parameter(squirrels), |b| {
-            b.iter_custom(|iters| {
-                let start = now(wall, epoch);
-                for _ in 0..iters {
-                    black_box(bare.tick());
-                }
-                now(wall, epoch).saturating_sub(start)
+    for (name, pickup) in [
+        ("reference", Pickup::Grid),
+        ("reference-scan", Pickup::Scan),
+    ] {
+        let mut group = c.benchmark_group(name);
+        group.measurement_time(Duration::from_secs(4));
+        for squirrels in [16usize, 64, 200] {
+            let mut bare = Reference::new(squirrels, pickup);
+            for _ in 0..WARMUP {
+                bare.tick();
+            }
+            group.bench_function(BenchmarkId::from_parameter(squirrels), |b| {
+                b.iter_custom(|iters| {
+                    let start = now(wall, epoch);
+                    for _ in 0..iters {
+                        black_box(bare.tick());
+                    }
+                    now(wall, epoch).saturating_sub(start)
+                });
             });
-        });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
-/// `TICK_BENCH_COUNT=tick:<players>` or `reference:<players>`: runs that
+/// `TICK_BENCH_COUNT=<tick|reference|reference-scan>:<players>`: runs that
 /// workload's recorded ticks once, outside criterion, inside
 /// [`counted_ticks`], so an instruction counter can count just them
 /// (`bench/tick-instructions.sh`: valgrind, since VMs rarely expose hardware
@@ -256,8 +264,12 @@ fn count_mode(spec: &str) {
                 }
             });
         }
-        "reference" => {
-            let mut bare = reference::Reference::new(players as usize);
+        "reference" | "reference-scan" => {
+            let pickup = match what {
+                "reference" => Pickup::Grid,
+                _ => Pickup::Scan,
+            };
+            let mut bare = Reference::new(players as usize, pickup);
             for _ in 0..WARMUP {
                 bare.tick();
             }
@@ -267,7 +279,7 @@ fn count_mode(spec: &str) {
                 }
             });
         }
-        other => panic!("unknown workload {other:?}: tick or reference"),
+        other => panic!("unknown workload {other:?}: tick, reference or reference-scan"),
     }
     println!("{RECORDED} ticks");
 }

@@ -8,11 +8,15 @@
 //! tick and BENCHMARKS.md reports both and their ratio.
 //!
 //! What it does per tick, and nothing more: every squirrel moves by its
-//! velocity and bounces off the map's border (no trees), a squirrel on a tile
-//! holding an acorn picks it up (the acorn is despawned and a new one spawned
-//! on another tile, so the workload stays steady), and the entities whose
+//! velocity and bounces off the map's border (no trees), a squirrel that
+//! finds an acorn picks it up (the acorn is despawned and a new one spawned on
+//! another tile, so the workload stays steady), and the entities whose
 //! position changed are written as 3 bytes each (id, quantised x, y) into a
 //! MessagePack bin. Change detection is reset every tick.
+//!
+//! Two ways to find the acorn, as the issue does not say which its reference
+//! used: [`Pickup::Grid`] (one lookup of the squirrel's tile) and
+//! [`Pickup::Scan`] (every acorn's distance, per squirrel).
 
 use bevy_ecs::prelude::*;
 
@@ -81,7 +85,8 @@ fn movement(mut q: Query<(&mut Position, &mut Velocity)>) {
     }
 }
 
-fn pickup(
+/// Pickup by looking up the squirrel's tile in the acorn grid.
+fn pickup_grid(
     mut commands: Commands,
     mut grid: ResMut<Grid>,
     mut rng: ResMut<Rng>,
@@ -89,17 +94,46 @@ fn pickup(
 ) {
     for (p, mut carry) in &mut squirrels {
         let tile = p.y as usize * WIDTH + p.x as usize;
-        if let Some(acorn) = grid.0[tile].take() {
-            commands.entity(acorn).despawn();
+        if grid.0[tile].is_some() {
+            take(&mut commands, &mut grid, &mut rng, tile);
             carry.0 = (carry.0 + 1) % 6;
-            let mut spot = rng.tile();
-            while grid.0[spot].is_some() {
-                spot = rng.tile();
-            }
-            let (x, y) = ((spot % WIDTH) as f32 + 0.5, (spot / WIDTH) as f32 + 0.5);
-            grid.0[spot] = Some(commands.spawn((Acorn, Position { x, y })).id());
         }
     }
+}
+
+/// Pickup by scanning every acorn for one within 0.6 tiles.
+fn pickup_scan(
+    mut commands: Commands,
+    mut grid: ResMut<Grid>,
+    mut rng: ResMut<Rng>,
+    mut squirrels: Query<(&Position, &mut Carry), Without<Acorn>>,
+    acorns: Query<(Entity, &Position), With<Acorn>>,
+) {
+    for (p, mut carry) in &mut squirrels {
+        let found = acorns.iter().find_map(|(e, a)| {
+            let (dx, dy) = (a.x - p.x, a.y - p.y);
+            let tile = a.y as usize * WIDTH + a.x as usize;
+            // Taken earlier this tick (the despawn is still queued)?
+            (dx * dx + dy * dy < 0.36 && grid.0[tile] == Some(e)).then_some(tile)
+        });
+        if let Some(tile) = found {
+            take(&mut commands, &mut grid, &mut rng, tile);
+            carry.0 = (carry.0 + 1) % 6;
+        }
+    }
+}
+
+/// Despawns the acorn on `tile` and spawns one on a free tile elsewhere.
+fn take(commands: &mut Commands, grid: &mut Grid, rng: &mut Rng, tile: usize) {
+    if let Some(acorn) = grid.0[tile].take() {
+        commands.entity(acorn).despawn();
+    }
+    let mut spot = rng.tile();
+    while grid.0[spot].is_some() || spot == tile {
+        spot = rng.tile();
+    }
+    let (x, y) = ((spot % WIDTH) as f32 + 0.5, (spot / WIDTH) as f32 + 0.5);
+    grid.0[spot] = Some(commands.spawn((Acorn, Position { x, y })).id());
 }
 
 fn encode(mut out: ResMut<Out>, changed: Query<(Entity, &Position), Changed<Position>>) {
@@ -114,6 +148,15 @@ fn encode(mut out: ResMut<Out>, changed: Query<(Entity, &Position), Changed<Posi
     }
 }
 
+/// How the reference finds acorns to pick up.
+#[derive(Clone, Copy, Debug)]
+pub enum Pickup {
+    /// One lookup of the squirrel's tile in a grid.
+    Grid,
+    /// A scan of every acorn (40) per squirrel.
+    Scan,
+}
+
 /// A bare match: `squirrels` moving entities and [`ACORNS`] acorns.
 pub struct Reference {
     world: World,
@@ -121,7 +164,7 @@ pub struct Reference {
 }
 
 impl Reference {
-    pub fn new(squirrels: usize) -> Self {
+    pub fn new(squirrels: usize, pickup: Pickup) -> Self {
         let mut world = World::new();
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut grid = vec![None; WIDTH * HEIGHT];
@@ -151,7 +194,10 @@ impl Reference {
         world.insert_resource(rng);
         world.insert_resource(Out::default());
         let mut schedule = Schedule::default();
-        schedule.add_systems((movement, pickup, encode).chain());
+        match pickup {
+            Pickup::Grid => schedule.add_systems((movement, pickup_grid, encode).chain()),
+            Pickup::Scan => schedule.add_systems((movement, pickup_scan, encode).chain()),
+        };
         Reference { world, schedule }
     }
 
