@@ -197,6 +197,50 @@ mod tests {
     }
 
     #[test]
+    fn picks_up_exactly_the_acorns_within_the_radius() {
+        // Squirrel centres on a 0.05-tile grid over two tiles, acorns on every
+        // tile around: the acorns picked up are exactly those whose tile centre
+        // is closer than the radius (the tile-range shortcuts leave none out).
+        let r2 = PICKUP_RADIUS * PICKUP_RADIUS;
+        for i in 0..40 {
+            for j in 0..40 {
+                let p = Vec2::new(4.0 + i as f32 * 0.05, 6.0 + j as f32 * 0.05);
+                let mut w = world();
+                let mut tiles = Vec::new();
+                for ty in 6..=7 {
+                    for tx in 2..=8 {
+                        let a = spawn_acorn(&mut w, tx, ty, AcornKind::Plain);
+                        let id = w.get::<Acorn>(a).expect("acorn").id;
+                        tiles.push((id, (tx, ty)));
+                    }
+                }
+                spawn_squirrel(&mut w, 0, 0, p);
+                run(&mut w, collect);
+                let mut picked: Vec<(i32, i32)> = events(&mut w)
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        GameEvent::Pickup { acorn, .. } => {
+                            tiles.iter().find(|(id, _)| *id == acorn).map(|(_, t)| *t)
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                picked.sort();
+                let mut expected: Vec<(i32, i32)> = tiles
+                    .iter()
+                    .map(|(_, t)| *t)
+                    .filter(|&(tx, ty)| {
+                        let (dx, dy) = (tx as f32 + 0.5 - p.x, ty as f32 + 0.5 - p.y);
+                        dx * dx + dy * dy < r2
+                    })
+                    .collect();
+                expected.sort();
+                assert_eq!(picked, expected, "squirrel at {p:?}");
+            }
+        }
+    }
+
+    #[test]
     fn carry_cap_charge_cap_and_stun() {
         let mut w = world();
         let s = spawn_squirrel(&mut w, 0, 0, tile_centre(4, 6));
