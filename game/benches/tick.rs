@@ -79,6 +79,26 @@ fn record(players: u16, seed: u64, ticks: usize) -> Recording {
     recording
 }
 
+/// A match replayed through the recording's warm-up (lobby, countdown and
+/// the first seconds of play), ready for the timed ticks.
+/// `seed` must be the one the recording was made with.
+fn warmed_up(players: u16, seed: u64, rec: &Recording) -> Match {
+    let mut game = new_match(players, seed);
+    for inputs in &rec[..WARMUP] {
+        replay(&mut game, inputs);
+    }
+    game
+}
+
+/// A bare reference schedule after as many warm-up ticks.
+fn warmed_up_reference(squirrels: usize, pickup: Pickup) -> Reference {
+    let mut bare = Reference::new(squirrels, pickup);
+    for _ in 0..WARMUP {
+        bare.tick();
+    }
+    bare
+}
+
 /// One replayed tick.
 #[inline]
 fn replay(game: &mut Match, inputs: &[(PlayerId, Vec<u8>)]) {
@@ -107,15 +127,21 @@ fn now(wall: bool, epoch: Instant) -> Duration {
     }
 }
 
+/// Time of `iters` calls of `tick`, on the bench's clock.
+fn time_ticks<T>(wall: bool, epoch: Instant, iters: u64, mut tick: impl FnMut() -> T) -> Duration {
+    let start = now(wall, epoch);
+    for _ in 0..iters {
+        tick();
+    }
+    now(wall, epoch).saturating_sub(start)
+}
+
 fn print_wire_sizes() {
     println!("wire sizes (Oak City, 20 Hz, bots, 60 s of running play after warm-up):");
     for players in [16u16, 64, 200] {
         let seconds = 60;
         let rec = record(players, 1, WARMUP + seconds * 20);
-        let mut game = new_match(players, 1);
-        for inputs in &rec[..WARMUP] {
-            replay(&mut game, inputs);
-        }
+        let mut game = warmed_up(players, 1, &rec);
         assert_eq!(game.phase(), Phase::Running);
         let (mut delta_bytes, mut changed, mut deltas) = (0usize, 0u64, 0u64);
         let (mut kf_bytes, mut kfs, mut total) = (0usize, 0u64, 0usize);
@@ -159,13 +185,7 @@ fn bench_tick(c: &mut Criterion) {
     for players in [16u16, 64, 200] {
         let rec = record(players, 2, WARMUP + RECORDED);
         group.bench_function(BenchmarkId::from_parameter(players), |b| {
-            let fresh = || {
-                let mut game = new_match(players, 2);
-                for inputs in &rec[..WARMUP] {
-                    replay(&mut game, inputs);
-                }
-                game
-            };
+            let fresh = || warmed_up(players, 2, &rec);
             let mut game = fresh();
             let mut t = WARMUP;
             b.iter_custom(|iters| {
@@ -201,13 +221,7 @@ fn bench_tick(c: &mut Criterion) {
             game.add_player(&format!("squirrel{i}"), None)
                 .expect("join");
         }
-        b.iter_custom(|iters| {
-            let start = now(wall, epoch);
-            for _ in 0..iters {
-                black_box(game.tick());
-            }
-            now(wall, epoch).saturating_sub(start)
-        });
+        b.iter_custom(|iters| time_ticks(wall, epoch, iters, || black_box(game.tick())));
     });
     group.finish();
 }
@@ -224,18 +238,9 @@ fn bench_reference(c: &mut Criterion) {
         let mut group = c.benchmark_group(name);
         group.measurement_time(Duration::from_secs(4));
         for squirrels in [16usize, 64, 200] {
-            let mut bare = Reference::new(squirrels, pickup);
-            for _ in 0..WARMUP {
-                bare.tick();
-            }
+            let mut bare = warmed_up_reference(squirrels, pickup);
             group.bench_function(BenchmarkId::from_parameter(squirrels), |b| {
-                b.iter_custom(|iters| {
-                    let start = now(wall, epoch);
-                    for _ in 0..iters {
-                        black_box(bare.tick());
-                    }
-                    now(wall, epoch).saturating_sub(start)
-                });
+                b.iter_custom(|iters| time_ticks(wall, epoch, iters, || black_box(bare.tick())));
             });
         }
         group.finish();
@@ -254,10 +259,7 @@ fn count_mode(spec: &str) {
     match what {
         "tick" => {
             let rec = record(players, 2, WARMUP + RECORDED);
-            let mut game = new_match(players, 2);
-            for inputs in &rec[..WARMUP] {
-                replay(&mut game, inputs);
-            }
+            let mut game = warmed_up(players, 2, &rec);
             counted_ticks(|| {
                 for inputs in &rec[WARMUP..] {
                     replay(&mut game, inputs);
@@ -269,10 +271,7 @@ fn count_mode(spec: &str) {
                 "reference" => Pickup::Grid,
                 _ => Pickup::Scan,
             };
-            let mut bare = Reference::new(players as usize, pickup);
-            for _ in 0..WARMUP {
-                bare.tick();
-            }
+            let mut bare = warmed_up_reference(players as usize, pickup);
             counted_ticks(|| {
                 for _ in 0..RECORDED {
                     black_box(bare.tick());
